@@ -1,0 +1,314 @@
+//! Flags and environment variables, parsed and validated once at start-up
+//! into each module's own configuration. Names are Argo CD's wherever Argo
+//! CD has one, so an operator's existing settings keep working. This is
+//! the only module that reads the environment.
+//!
+//! A value that does not parse stops start-up with a message naming the
+//! flag or variable (Argo CD silently falls back to the default; see
+//! docs/deviations.md).
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{exec, git, server};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "manifold",
+    version,
+    about = "A drop-in, faster repo-server for Argo CD"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve Argo CD's repo-server gRPC API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address of the gRPC port.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_LISTEN_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    pub address: String,
+    /// gRPC port.
+    #[arg(long, default_value_t = 8081)]
+    pub port: u16,
+    /// Listen address of the HTTP (health, metrics) port.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_METRICS_LISTEN_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    pub metrics_address: String,
+    /// HTTP (health, metrics) port.
+    #[arg(long, default_value_t = 8084)]
+    pub metrics_port: u16,
+    /// Serve plaintext gRPC instead of TLS.
+    #[arg(long, env = "ARGOCD_REPO_SERVER_DISABLE_TLS")]
+    pub disable_tls: bool,
+    /// Log format: json or text.
+    #[arg(long, env = "ARGOCD_REPO_SERVER_LOGFORMAT", default_value = "json")]
+    pub logformat: String,
+    /// Log level: debug, info, warn or error.
+    #[arg(long, env = "ARGOCD_REPO_SERVER_LOGLEVEL", default_value = "info")]
+    pub loglevel: String,
+
+    // Settings Argo CD reads from the environment only.
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_APP_CONF_PATH",
+        default_value = "/app/config"
+    )]
+    pub app_conf_path: PathBuf,
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_GRPC_MAX_SIZE_MB",
+        default_value = "100"
+    )]
+    pub grpc_max_size_mb: String,
+    #[arg(long, hide = true, env = "ARGOCD_EXEC_TIMEOUT", default_value = "90s")]
+    pub exec_timeout: String,
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_EXEC_FATAL_TIMEOUT",
+        default_value = "10s"
+    )]
+    pub exec_fatal_timeout: String,
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_GIT_ATTEMPTS_COUNT",
+        default_value = "1"
+    )]
+    pub git_attempts_count: String,
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_GIT_RETRY_DURATION",
+        default_value = "250ms"
+    )]
+    pub git_retry_duration: String,
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_GIT_RETRY_FACTOR",
+        default_value = "2"
+    )]
+    pub git_retry_factor: String,
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_GIT_RETRY_MAX_DURATION",
+        default_value = "5s"
+    )]
+    pub git_retry_max_duration: String,
+    #[arg(long, hide = true, env = "TMPDIR", default_value = "/tmp")]
+    pub tmpdir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {name}: {message}")]
+pub struct Error {
+    /// The flag or environment variable at fault.
+    pub name: &'static str,
+    pub message: String,
+}
+
+fn invalid(name: &'static str, message: impl Into<String>) -> Error {
+    Error {
+        name,
+        message: message.into(),
+    }
+}
+
+/// Parses a Go duration (`90s`, `1m30s`, `250ms`, `1.5h`; `0` alone is
+/// zero). Also accepts a day unit (`1d`), as Argo CD does.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err("empty duration".to_string());
+    }
+    if text.starts_with('-') {
+        return Err(format!("negative duration {text:?}"));
+    }
+    let mut total = 0f64;
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit in duration {text:?}"))?;
+        let number: f64 = rest[..number_end]
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            unit => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
+        };
+        total += number * seconds_per_unit;
+        rest = &rest[unit_end..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+fn socket_addr(name: &'static str, host: &str, port: u16) -> Result<SocketAddr, Error> {
+    let ip: IpAddr = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse()
+        .map_err(|_| invalid(name, format!("{host:?} is not an IP address")))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+impl ServeArgs {
+    /// Validates everything and builds the server configuration.
+    pub fn server_config(&self) -> Result<server::Config, Error> {
+        let duration =
+            |name: &'static str, text: &str| parse_go_duration(text).map_err(|m| invalid(name, m));
+
+        let max_size_mb: u64 = self
+            .grpc_max_size_mb
+            .trim()
+            .parse()
+            .ok()
+            .filter(|mb| *mb <= i32::MAX as u64)
+            .ok_or_else(|| {
+                invalid(
+                    "ARGOCD_GRPC_MAX_SIZE_MB",
+                    format!("{:?} is not a size in MiB", self.grpc_max_size_mb),
+                )
+            })?;
+        let exec_timeout = duration("ARGOCD_EXEC_TIMEOUT", &self.exec_timeout)?;
+        let attempts: i64 = self.git_attempts_count.trim().parse().map_err(|_| {
+            invalid(
+                "ARGOCD_GIT_ATTEMPTS_COUNT",
+                format!("{:?} is not an integer", self.git_attempts_count),
+            )
+        })?;
+        let retry_factor: f32 = self
+            .git_retry_factor
+            .trim()
+            .parse()
+            .ok()
+            .filter(|f: &f32| *f >= 1.0)
+            .ok_or_else(|| {
+                invalid(
+                    "ARGOCD_GIT_RETRY_FACTOR",
+                    format!("{:?} is not a number >= 1", self.git_retry_factor),
+                )
+            })?;
+        let retry_max = duration(
+            "ARGOCD_GIT_RETRY_MAX_DURATION",
+            &self.git_retry_max_duration,
+        )?;
+
+        let path = std::env::var_os("PATH")
+            .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        Ok(server::Config {
+            grpc_addr: socket_addr("--address", &self.address, self.port)?,
+            http_addr: socket_addr(
+                "--metrics-address",
+                &self.metrics_address,
+                self.metrics_port,
+            )?,
+            tls: if self.disable_tls {
+                server::Tls::Disabled
+            } else {
+                let dir = self.app_conf_path.join("reposerver/tls");
+                server::Tls::Enabled {
+                    cert_path: dir.join("tls.crt"),
+                    key_path: dir.join("tls.key"),
+                }
+            },
+            max_message_bytes: usize::try_from(max_size_mb << 20).unwrap_or(usize::MAX),
+            temp_dir: self.tmpdir.clone(),
+            exec: exec::Config {
+                timeout: (!exec_timeout.is_zero()).then_some(exec_timeout),
+                fatal_timeout: duration("ARGOCD_EXEC_FATAL_TIMEOUT", &self.exec_fatal_timeout)?,
+                max_stdout_bytes: 1 << 30,
+                base_env: vec![("PATH".into(), path)],
+            },
+            git: git::Config {
+                git_program: "git".to_string(),
+                // Argo CD clamps values below 1 to 1.
+                attempts: attempts.clamp(1, u32::MAX as i64) as u32,
+                retry_duration: duration("ARGOCD_GIT_RETRY_DURATION", &self.git_retry_duration)?,
+                retry_factor,
+                retry_max_duration: (!retry_max.is_zero()).then_some(retry_max),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_durations() {
+        assert_eq!(parse_go_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(parse_go_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("-1s").is_err());
+        assert!(parse_go_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn builds_server_config_with_argo_cd_defaults() {
+        let cli =
+            Cli::try_parse_from(["manifold", "serve", "--disable-tls", "--port", "0"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        let config = args.server_config().unwrap();
+        assert_eq!(config.grpc_addr.port(), 0);
+        assert_eq!(config.http_addr.port(), 8084);
+        assert!(matches!(config.tls, server::Tls::Disabled));
+        assert_eq!(config.exec.fatal_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cli = Cli::try_parse_from(["manifold", "serve", "--exec-timeout", "soon"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        let err = args.server_config().unwrap_err();
+        assert_eq!(err.name, "ARGOCD_EXEC_TIMEOUT");
+        let cli = Cli::try_parse_from(["manifold", "serve", "--address", "nowhere"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.server_config().unwrap_err().name, "--address");
+    }
+}

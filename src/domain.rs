@@ -1,0 +1,203 @@
+//! Plain value types shared by the pipeline, free of protobuf and of I/O.
+
+use std::fmt;
+
+/// A repository URL as the client sent it. It may carry credentials in its
+/// userinfo, so it is never printed directly: [`fmt::Display`] redacts.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RepoUrl {
+    raw: String,
+}
+
+impl RepoUrl {
+    /// Fails on an empty URL.
+    pub fn parse(raw: &str) -> Result<Self, InvalidRepoUrl> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(InvalidRepoUrl::Empty);
+        }
+        if trimmed.starts_with('-') {
+            // Would be read as an option by git.
+            return Err(InvalidRepoUrl::LeadingDash);
+        }
+        Ok(RepoUrl {
+            raw: trimmed.to_string(),
+        })
+    }
+
+    /// The URL to hand to git (it may contain credentials).
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The URL with any password in its userinfo replaced by `***`, for
+    /// errors, logs and metric labels.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.raw)
+    }
+
+    /// The identity of a remote: lower-cased, without a trailing `/` or
+    /// `.git`, and scp-style `git@host:org/repo` folded into `host/org/repo`
+    /// form, so spellings of one remote share one object store. Credentials
+    /// are dropped.
+    pub fn normalized(&self) -> String {
+        let mut url = self.raw.trim().to_lowercase();
+        if let Some(scheme_end) = url.find("://") {
+            let rest = &url[scheme_end + 3..];
+            if let Some(at) = rest.find('@').filter(|at| rest[..*at].find('/').is_none()) {
+                url = format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]);
+            }
+        } else if let Some((user_host, path)) = url.split_once(':') {
+            // scp-like syntax: [user@]host:path
+            let host = user_host.rsplit('@').next().unwrap_or(user_host);
+            url = format!("{host}/{}", path.trim_start_matches('/'));
+        }
+        while url.ends_with('/') {
+            url.pop();
+        }
+        if let Some(stripped) = url.strip_suffix(".git") {
+            url = stripped.to_string();
+        }
+        url
+    }
+}
+
+impl fmt::Display for RepoUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for RepoUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RepoUrl({})", self.redacted())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRepoUrl {
+    #[error("repository URL is empty")]
+    Empty,
+    #[error("repository URL must not start with '-'")]
+    LeadingDash,
+}
+
+/// Replaces the password of every `scheme://user:password@` in `text` with
+/// `***`. Used on URLs and on any text that may quote one (git's stderr).
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme_end) = rest.find("://") {
+        let (head, tail) = rest.split_at(scheme_end + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', whitespace or quote.
+        let authority_end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.split_once(':') {
+                    Some((user, _password)) => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A random hex name (96 bits), so paths under the work directory cannot be
+/// guessed by other local users.
+pub fn unguessable_name() -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+/// The resource-tracking method of an Application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackingMethod {
+    Annotation,
+    Label,
+    AnnotationAndLabel,
+}
+
+impl TrackingMethod {
+    /// Argo CD treats empty and unknown values as `annotation` when it
+    /// writes tracking metadata.
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "label" => TrackingMethod::Label,
+            "annotation+label" => TrackingMethod::AnnotationAndLabel,
+            _ => TrackingMethod::Annotation,
+        }
+    }
+}
+
+/// What tracking metadata to write on rendered objects.
+#[derive(Debug, Clone)]
+pub struct Tracking {
+    pub method: TrackingMethod,
+    pub app_label_key: String,
+    pub app_name: String,
+    /// Destination namespace: the default for objects without one.
+    pub namespace: String,
+    pub installation_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("https://user:s3cr3t@example.com/r.git"),
+            "https://user:***@example.com/r.git"
+        );
+        assert_eq!(
+            redact_url("https://token@example.com/r"),
+            "https://token@example.com/r"
+        );
+        assert_eq!(redact_url("file:///tmp/repo"), "file:///tmp/repo");
+        assert_eq!(
+            redact_url("fatal: unable to access 'https://a:b@h/x/': error"),
+            "fatal: unable to access 'https://a:***@h/x/': error"
+        );
+        let url = RepoUrl::parse("https://u:p@h/x").unwrap();
+        assert!(!format!("{url} {url:?}").contains(":p@"));
+    }
+
+    #[test]
+    fn normalizes_remote_spellings() {
+        let n = |s: &str| RepoUrl::parse(s).unwrap().normalized();
+        assert_eq!(
+            n("https://GitHub.com/Org/Repo.git"),
+            "https://github.com/org/repo"
+        );
+        assert_eq!(
+            n("https://user:pw@github.com/org/repo/"),
+            "https://github.com/org/repo"
+        );
+        assert_eq!(n("git@github.com:org/repo.git"), "github.com/org/repo");
+        assert_eq!(n("file:///tmp/x.git"), "file:///tmp/x");
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        assert_eq!(RepoUrl::parse("  "), Err(InvalidRepoUrl::Empty));
+        assert_eq!(
+            RepoUrl::parse("--upload-pack=x"),
+            Err(InvalidRepoUrl::LeadingDash)
+        );
+    }
+}

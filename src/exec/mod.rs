@@ -1,0 +1,435 @@
+//! The process supervisor: every external program (git, helm, kustomize,
+//! plugins) runs through [`Supervisor::run`].
+//!
+//! It owns: spawning in a new process group, the exec timeout followed by
+//! SIGTERM and then SIGKILL to the whole group, bounded capture of stdout and
+//! stderr, an explicit environment (nothing is inherited by accident), and
+//! killing the group when the caller goes away.
+//!
+//! It must not: know what the programs are for, or put credentials on argv
+//! (callers pass secrets through `env` or stdin).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// Supervisor settings, from `ARGOCD_EXEC_TIMEOUT` and
+/// `ARGOCD_EXEC_FATAL_TIMEOUT`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Time a program may run before its group gets SIGTERM; `None` = no limit.
+    pub timeout: Option<Duration>,
+    /// Grace after SIGTERM before the group gets SIGKILL.
+    pub fatal_timeout: Duration,
+    /// Most stdout bytes kept; more fails the run.
+    pub max_stdout_bytes: usize,
+    /// Environment every program gets (e.g. `PATH`); requests add to it.
+    pub base_env: Vec<(OsString, OsString)>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            timeout: Some(Duration::from_secs(90)),
+            fatal_timeout: Duration::from_secs(10),
+            max_stdout_bytes: 1 << 30,
+            base_env: Vec::new(),
+        }
+    }
+}
+
+/// Bytes of stderr kept for error messages (the tail).
+const STDERR_TAIL_BYTES: usize = 16 * 1024;
+
+/// One program to run.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub cwd: PathBuf,
+    /// Added to the base environment; later entries win.
+    pub env: Vec<(OsString, OsString)>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl Invocation {
+    pub fn new(program: impl Into<OsString>, cwd: impl Into<PathBuf>) -> Self {
+        Invocation {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: cwd.into(),
+            env: Vec::new(),
+            stdin: None,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// The program name as shown in errors (never the arguments, which may
+    /// carry URLs).
+    fn program_name(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+}
+
+/// What a program produced.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    /// The last [`STDERR_TAIL_BYTES`] of stderr.
+    pub stderr_tail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({exit}): {stderr_tail}")]
+    Failed {
+        program: String,
+        exit: String,
+        stderr_tail: String,
+    },
+    #[error("{program} timed out after {after:?}: {stderr_tail}")]
+    TimedOut {
+        program: String,
+        after: Duration,
+        stderr_tail: String,
+    },
+    #[error("{program} wrote more than {limit} bytes to stdout")]
+    OutputTooLarge { program: String, limit: usize },
+    #[error("i/o with {program} failed: {source}")]
+    Io {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The stderr tail, when the program ran.
+    pub fn stderr_tail(&self) -> &str {
+        match self {
+            Error::Failed { stderr_tail, .. } | Error::TimedOut { stderr_tail, .. } => stderr_tail,
+            Error::Spawn { .. } | Error::OutputTooLarge { .. } | Error::Io { .. } => "",
+        }
+    }
+}
+
+/// Runs programs. Cheap to clone; holds no per-run state.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    config: Config,
+}
+
+/// Kills a process group when dropped, unless disarmed. Guards the window
+/// in which the caller's future can be dropped (deadline, cancellation)
+/// while the group leader is still unreaped, so the pgid cannot have been
+/// reused.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn kill(&self, signal: Signal) {
+        if let Some(pgid) = self.pgid {
+            // ESRCH (group already gone) is the normal case after exit.
+            let _ = killpg(pgid, signal);
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill(Signal::SIGKILL);
+    }
+}
+
+impl Supervisor {
+    pub fn new(config: Config) -> Self {
+        Supervisor { config }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs `invocation` to completion. A non-zero exit is an error carrying
+    /// the stderr tail.
+    pub async fn run(&self, invocation: Invocation) -> Result<Output, Error> {
+        let program = invocation.program_name();
+        let mut command = Command::new(&invocation.program);
+        command
+            .args(&invocation.args)
+            .current_dir(&invocation.cwd)
+            .env_clear()
+            .envs(self.config.base_env.iter().map(|(k, v)| (k, v)))
+            .envs(invocation.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if invocation.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+
+        let mut child = command.spawn().map_err(|source| Error::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        let mut guard = GroupGuard {
+            pgid: child.id().map(|pid| Pid::from_raw(pid as i32)),
+        };
+
+        if let (Some(bytes), Some(mut stdin)) = (invocation.stdin, child.stdin.take()) {
+            // Written from a task so a program that does not read its stdin
+            // cannot block us before we start draining its output.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&bytes).await;
+            });
+        }
+
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stdout_limit = self.config.max_stdout_bytes;
+        let stdout_task = tokio::spawn(read_capped(stdout, stdout_limit));
+        let stderr_task = tokio::spawn(read_tail(stderr, STDERR_TAIL_BYTES));
+
+        let mut timed_out = false;
+        let wait_result = match self.config.timeout {
+            None => child.wait().await,
+            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    timed_out = true;
+                    guard.kill(Signal::SIGTERM);
+                    match tokio::time::timeout(self.config.fatal_timeout, child.wait()).await {
+                        Ok(status) => status,
+                        Err(_) => {
+                            guard.kill(Signal::SIGKILL);
+                            child.wait().await
+                        }
+                    }
+                }
+            },
+        };
+        // The leader is reaped: sweep whatever it left behind in its group,
+        // which also closes pipes those processes held open.
+        guard.kill(Signal::SIGKILL);
+        guard.disarm();
+
+        let status = wait_result.map_err(|source| Error::Io {
+            program: program.clone(),
+            source,
+        })?;
+        let grace = self.config.fatal_timeout.max(Duration::from_secs(1));
+        let stderr_tail = match tokio::time::timeout(grace, stderr_task).await {
+            Ok(Ok(tail)) => tail,
+            _ => String::new(),
+        };
+        let stdout = match tokio::time::timeout(grace, stdout_task).await {
+            Ok(Ok(Ok(bytes))) => bytes,
+            Ok(Ok(Err(ReadError::TooLarge))) => {
+                return Err(Error::OutputTooLarge {
+                    program,
+                    limit: stdout_limit,
+                })
+            }
+            Ok(Ok(Err(ReadError::Io(source)))) => return Err(Error::Io { program, source }),
+            Ok(Err(join)) => {
+                return Err(Error::Io {
+                    program,
+                    source: std::io::Error::other(join),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Io {
+                    program,
+                    source: std::io::Error::other("stdout held open after exit"),
+                })
+            }
+        };
+
+        if timed_out {
+            return Err(Error::TimedOut {
+                program,
+                after: self.config.timeout.unwrap_or_default(),
+                stderr_tail,
+            });
+        }
+        if !status.success() {
+            let exit = match status.code() {
+                Some(code) => format!("exit status {code}"),
+                None => "killed by a signal".to_string(),
+            };
+            return Err(Error::Failed {
+                program,
+                exit,
+                stderr_tail,
+            });
+        }
+        Ok(Output {
+            stdout,
+            stderr_tail,
+        })
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Io(std::io::Error),
+}
+
+async fn read_capped(
+    mut reader: impl AsyncRead + Unpin,
+    limit: usize,
+) -> Result<Vec<u8>, ReadError> {
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut chunk).await.map_err(ReadError::Io)?;
+        if n == 0 {
+            return Ok(buffer);
+        }
+        if buffer.len() + n > limit {
+            return Err(ReadError::TooLarge);
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn read_tail(mut reader: impl AsyncRead + Unpin, keep: usize) -> String {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&chunk[..n]);
+                if tail.len() > 2 * keep {
+                    tail.drain(..tail.len() - keep);
+                }
+            }
+        }
+    }
+    if tail.len() > keep {
+        tail.drain(..tail.len() - keep);
+    }
+    String::from_utf8_lossy(&tail).trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supervisor(timeout: Duration) -> Supervisor {
+        Supervisor::new(Config {
+            timeout: Some(timeout),
+            fatal_timeout: Duration::from_millis(300),
+            max_stdout_bytes: 1024,
+            base_env: vec![("PATH".into(), std::env::var_os("PATH").unwrap_or_default())],
+        })
+    }
+
+    #[tokio::test]
+    async fn captures_stdout_and_reports_failure_with_stderr() {
+        let sup = supervisor(Duration::from_secs(10));
+        let out = sup
+            .run(Invocation::new("sh", "/").args(["-c", "printf hello"]))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"hello");
+        let err = sup
+            .run(Invocation::new("sh", "/").args(["-c", "echo boom >&2; exit 3"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Failed { exit, stderr_tail, .. } if exit == "exit status 3" && stderr_tail == "boom")
+        );
+    }
+
+    #[tokio::test]
+    async fn environment_is_explicit() {
+        let sup = supervisor(Duration::from_secs(10));
+        let out = sup
+            .run(
+                Invocation::new("sh", "/")
+                    .args(["-c", "echo \"${HOME:-unset}:$X\""])
+                    .env("X", "1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "unset:1");
+    }
+
+    #[tokio::test]
+    async fn stdout_is_bounded() {
+        let sup = supervisor(Duration::from_secs(10));
+        let err = sup
+            .run(Invocation::new("sh", "/").args(["-c", "head -c 4096 /dev/zero"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::OutputTooLarge { limit: 1024, .. }));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group_even_when_term_is_ignored() {
+        let sup = supervisor(Duration::from_millis(200));
+        let marker = tempfile::tempdir().unwrap();
+        let pidfile = marker.path().join("pid");
+        let script = format!(
+            "trap '' TERM; (trap '' TERM; sleep 30) & echo $! > {}; sleep 30",
+            pidfile.display()
+        );
+        let err = sup
+            .run(Invocation::new("sh", "/").args(["-c", &script]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::TimedOut { .. }));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild was in the group and got SIGKILL; it is either gone
+        // or a zombie awaiting its (dead) parent's reaper.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            state.is_empty() || state.contains(") Z"),
+            "grandchild still running: {state}"
+        );
+    }
+}

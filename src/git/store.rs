@@ -1,0 +1,323 @@
+//! One bare object store per remote, fetched with the git CLI and read
+//! in-process with git2.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use git2::{ErrorCode, ObjectType, Oid, Repository};
+
+use super::remote::{self, RemoteRefs, Resolved};
+use super::{git_invocation, Config, Error};
+use crate::domain::{unguessable_name, RepoUrl};
+use crate::exec::Supervisor;
+
+/// The object stores of every remote this process has seen.
+pub struct Stores {
+    /// Directory holding one `<random>.git` per remote (mode 0700).
+    root: PathBuf,
+    config: Config,
+    supervisor: Supervisor,
+    /// Normalised remote URL -> its store. The mutex guards only the map;
+    /// each store serialises its own fetches.
+    stores: Mutex<HashMap<String, Arc<RepoStore>>>,
+}
+
+/// The bare object store of one remote.
+pub struct RepoStore {
+    path: PathBuf,
+    /// Created on first use.
+    init: tokio::sync::OnceCell<()>,
+    /// Serialises fetches into this store. A request that waited here while
+    /// another fetch ran sees `fetch_generation` move and checks for its
+    /// commit again before fetching, so concurrent requests share one fetch.
+    fetch_lock: tokio::sync::Mutex<()>,
+    fetch_generation: AtomicU64,
+}
+
+/// What exporting a tree wrote.
+#[derive(Debug, Clone, Default)]
+pub struct ExportReport {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Stores {
+    /// `root` must exist and be private to this process.
+    pub fn new(root: PathBuf, config: Config, supervisor: Supervisor) -> Self {
+        Stores {
+            root,
+            config,
+            supervisor,
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Lists the refs the remote advertises (network; retried).
+    pub async fn list_refs(&self, repo_url: &RepoUrl) -> Result<RemoteRefs, Error> {
+        remote::list_refs(&self.supervisor, &self.config, &self.root, repo_url).await
+    }
+
+    /// The store of `repo_url`, created (empty) on first use.
+    pub async fn store(&self, repo_url: &RepoUrl) -> Result<Arc<RepoStore>, Error> {
+        let store = {
+            let mut stores = self.stores.lock().expect("store map lock poisoned");
+            stores
+                .entry(repo_url.normalized())
+                .or_insert_with(|| {
+                    Arc::new(RepoStore {
+                        path: self.root.join(format!("{}.git", unguessable_name())),
+                        init: tokio::sync::OnceCell::new(),
+                        fetch_lock: tokio::sync::Mutex::new(()),
+                        fetch_generation: AtomicU64::new(0),
+                    })
+                })
+                .clone()
+        };
+        store
+            .init
+            .get_or_try_init(|| async {
+                let path = store.path.clone();
+                tokio::task::spawn_blocking(move || {
+                    fs::DirBuilder::new().mode(0o700).create(&path)?;
+                    Repository::init_bare(&path).map_err(std::io::Error::other)?;
+                    Ok::<_, std::io::Error>(())
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|err| Error::Store {
+                    repo_url: repo_url.redacted(),
+                    message: format!("cannot create object store: {err}"),
+                })
+            })
+            .await?;
+        Ok(store)
+    }
+
+    /// Makes the commit `resolved` names present in the store of `repo_url`
+    /// and returns the store and the full commit SHA. Fetches only when the
+    /// commit is missing, and concurrent callers share one fetch.
+    pub async fn ensure_commit(
+        &self,
+        repo_url: &RepoUrl,
+        resolved: &Resolved,
+        revision_for_errors: &str,
+    ) -> Result<(Arc<RepoStore>, String), Error> {
+        let store = self.store(repo_url).await?;
+        let sha = self
+            .fetch_commit(&store, repo_url, resolved, revision_for_errors)
+            .await?;
+        Ok((store, sha))
+    }
+
+    async fn fetch_commit(
+        &self,
+        store: &RepoStore,
+        repo_url: &RepoUrl,
+        resolved: &Resolved,
+        revision_for_errors: &str,
+    ) -> Result<String, Error> {
+        let wanted = match resolved {
+            Resolved::Commit(sha) | Resolved::Abbreviated(sha) => sha.clone(),
+        };
+        if let Some(sha) = store
+            .find_commit(repo_url, &wanted, revision_for_errors)
+            .await?
+        {
+            return Ok(sha);
+        }
+        let seen_generation = store.fetch_generation.load(Ordering::Acquire);
+        let _fetching = store.fetch_lock.lock().await;
+        if store.fetch_generation.load(Ordering::Acquire) != seen_generation {
+            if let Some(sha) = store
+                .find_commit(repo_url, &wanted, revision_for_errors)
+                .await?
+            {
+                return Ok(sha);
+            }
+        }
+        let fetch_all = git_invocation(&self.config, &store.path)
+            .env("GIT_DIR", &store.path)
+            .args([
+                "fetch",
+                "--force",
+                "--prune",
+                "--quiet",
+                "--no-write-fetch-head",
+                "--",
+            ])
+            .arg(repo_url.as_str())
+            .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]);
+        let fetched = self.supervisor.run(fetch_all).await;
+        store.fetch_generation.fetch_add(1, Ordering::AcqRel);
+        fetched.map_err(|err| Error::from_exec(err, repo_url, "fetch"))?;
+        if let Some(sha) = store
+            .find_commit(repo_url, &wanted, revision_for_errors)
+            .await?
+        {
+            return Ok(sha);
+        }
+        // A commit no branch or tag reaches (e.g. a pull-request head):
+        // ask for it by id, which most servers allow.
+        if let Resolved::Commit(sha) = resolved {
+            let fetch_one = git_invocation(&self.config, &store.path)
+                .env("GIT_DIR", &store.path)
+                .args(["fetch", "--force", "--quiet", "--no-write-fetch-head", "--"])
+                .arg(repo_url.as_str())
+                .arg(sha);
+            let fetched = self.supervisor.run(fetch_one).await;
+            store.fetch_generation.fetch_add(1, Ordering::AcqRel);
+            if fetched.is_ok() {
+                if let Some(sha) = store
+                    .find_commit(repo_url, &wanted, revision_for_errors)
+                    .await?
+                {
+                    return Ok(sha);
+                }
+            }
+        }
+        Err(Error::RevisionNotFound {
+            repo_url: repo_url.redacted(),
+            revision: revision_for_errors.to_string(),
+        })
+    }
+}
+
+impl RepoStore {
+    /// The full SHA of the commit `wanted` (full or abbreviated) names, if
+    /// the store has it.
+    async fn find_commit(
+        &self,
+        repo_url: &RepoUrl,
+        wanted: &str,
+        revision_for_errors: &str,
+    ) -> Result<Option<String>, Error> {
+        let path = self.path.clone();
+        let wanted = wanted.to_string();
+        let outcome =
+            tokio::task::spawn_blocking(move || -> Result<Option<String>, git2::Error> {
+                let repo = Repository::open_bare(&path)?;
+                let commit = if wanted.len() == 40 {
+                    repo.find_commit(Oid::from_str(&wanted)?)
+                } else {
+                    repo.find_commit_by_prefix(&wanted)
+                };
+                match commit {
+                    Ok(commit) => Ok(Some(commit.id().to_string())),
+                    Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
+                    Err(err) => Err(err),
+                }
+            })
+            .await
+            .map_err(|err| Error::Store {
+                repo_url: repo_url.redacted(),
+                message: err.to_string(),
+            })?;
+        outcome.map_err(|err| match err.code() {
+            ErrorCode::Ambiguous => Error::AmbiguousRevision {
+                repo_url: repo_url.redacted(),
+                revision: revision_for_errors.to_string(),
+            },
+            _ => Error::Store {
+                repo_url: repo_url.redacted(),
+                message: err.message().to_string(),
+            },
+        })
+    }
+
+    /// Writes the tree of `commit_sha` into the new directory `destination`:
+    /// files read-only, symlinks as symlinks, submodules as empty
+    /// directories. Entry names git itself would refuse (`.`, `..`, `.git`,
+    /// or containing `/`) are skipped.
+    pub async fn export_tree(
+        &self,
+        repo_url: &RepoUrl,
+        commit_sha: &str,
+        destination: &Path,
+    ) -> Result<ExportReport, Error> {
+        let path = self.path.clone();
+        let sha = commit_sha.to_string();
+        let destination = destination.to_path_buf();
+        tokio::task::spawn_blocking(move || export_tree(&path, &sha, &destination))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|err| Error::Store {
+                repo_url: repo_url.redacted(),
+                message: format!("cannot export commit {commit_sha}: {err}"),
+            })
+    }
+}
+
+fn export_tree(store: &Path, sha: &str, destination: &Path) -> std::io::Result<ExportReport> {
+    let repo = Repository::open_bare(store).map_err(std::io::Error::other)?;
+    let oid = Oid::from_str(sha).map_err(std::io::Error::other)?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(std::io::Error::other)?;
+    fs::DirBuilder::new().mode(0o755).create(destination)?;
+    let mut report = ExportReport::default();
+    write_tree(&repo, &tree, destination, &mut report)?;
+    Ok(report)
+}
+
+fn write_tree(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    directory: &Path,
+    report: &mut ExportReport,
+) -> std::io::Result<()> {
+    for entry in tree.iter() {
+        let name = entry.name_bytes();
+        if name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name == b".git"
+            || name.contains(&b'/')
+        {
+            continue;
+        }
+        let path = directory.join(std::ffi::OsStr::from_bytes(name));
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                fs::DirBuilder::new().mode(0o755).create(&path)?;
+                let subtree = repo.find_tree(entry.id()).map_err(std::io::Error::other)?;
+                write_tree(repo, &subtree, &path, report)?;
+            }
+            Some(ObjectType::Blob) => {
+                let blob = repo.find_blob(entry.id()).map_err(std::io::Error::other)?;
+                let content = blob.content();
+                if entry.filemode() == 0o120000 {
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(content), &path)?;
+                } else {
+                    let mode = if entry.filemode() & 0o111 != 0 {
+                        0o555
+                    } else {
+                        0o444
+                    };
+                    let mut file = fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(mode)
+                        .open(&path)?;
+                    file.write_all(content)?;
+                    report.bytes += content.len() as u64;
+                }
+                report.files += 1;
+            }
+            Some(ObjectType::Commit) => {
+                // A submodule: its content is not in this store.
+                fs::DirBuilder::new().mode(0o755).create(&path)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

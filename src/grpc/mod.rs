@@ -1,0 +1,237 @@
+//! The gRPC transport: Argo CD's `repository.RepoServerService` (plus
+//! health and version), converting protobuf to domain types and domain
+//! errors to status codes. The only module that knows protobuf.
+
+mod convert;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pipeline::Pipeline;
+use proto::repository::repo_server_service_server::RepoServerService;
+use proto::repository::*;
+use proto::v1alpha1;
+
+/// Code generated from `proto/` at build time.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    pub mod k8s {
+        tonic::include_proto!("k8s");
+    }
+    pub mod v1alpha1 {
+        tonic::include_proto!("v1alpha1");
+    }
+    pub mod repository {
+        tonic::include_proto!("repository");
+    }
+    pub mod version {
+        tonic::include_proto!("version");
+    }
+}
+
+/// The RepoServerService implementation.
+pub struct RepoServer {
+    pipeline: Arc<Pipeline>,
+    /// Local directories that must never appear in an error message.
+    private_paths: Vec<PathBuf>,
+}
+
+impl RepoServer {
+    pub fn new(pipeline: Arc<Pipeline>, private_paths: Vec<PathBuf>) -> Self {
+        RepoServer {
+            pipeline,
+            private_paths,
+        }
+    }
+
+    fn status(&self, err: crate::pipeline::Error) -> Status {
+        status::to_status(err, &self.private_paths)
+    }
+}
+
+fn not_implemented(method: &str) -> Status {
+    Status::unimplemented(format!("{method} is not implemented yet"))
+}
+
+#[tonic::async_trait]
+impl RepoServerService for RepoServer {
+    #[tracing::instrument(name = "GenerateManifest", skip_all, fields(app = %request.get_ref().app_name))]
+    async fn generate_manifest(
+        &self,
+        request: Request<ManifestRequest>,
+    ) -> Result<Response<ManifestResponse>, Status> {
+        let request = convert::manifest_request(request.into_inner())?;
+        let result = self
+            .pipeline
+            .generate_manifest(request)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(ManifestResponse {
+            manifests: result.manifests,
+            revision: result.revision,
+            source_type: result
+                .source_type
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            ..Default::default()
+        }))
+    }
+
+    async fn generate_manifest_with_files(
+        &self,
+        _request: Request<Streaming<ManifestRequestWithFiles>>,
+    ) -> Result<Response<ManifestResponse>, Status> {
+        Err(not_implemented("GenerateManifestWithFiles"))
+    }
+
+    #[tracing::instrument(name = "TestRepository", skip_all)]
+    async fn test_repository(
+        &self,
+        request: Request<TestRepositoryRequest>,
+    ) -> Result<Response<TestRepositoryResponse>, Status> {
+        let (repo_url, repo_type) = convert::repository(request.get_ref().repo.as_ref())?;
+        self.pipeline
+            .test_repository(&repo_url, repo_type)
+            .await
+            .map_err(|err| self.status(err))?;
+        // Argo CD always answers false here; success is the OK status.
+        Ok(Response::new(TestRepositoryResponse {
+            verified_repository: false,
+        }))
+    }
+
+    #[tracing::instrument(name = "ResolveRevision", skip_all)]
+    async fn resolve_revision(
+        &self,
+        request: Request<ResolveRevisionRequest>,
+    ) -> Result<Response<ResolveRevisionResponse>, Status> {
+        let request = request.into_inner();
+        let (repo_url, repo_type) = convert::repository(request.repo.as_ref())?;
+        let source = convert::source_by_index(request.app.as_ref(), request.source_index);
+        if repo_type != crate::pipeline::RepoType::Git
+            || !source.chart.is_empty()
+            || repo_url.as_str().starts_with("oci://")
+        {
+            return Err(Status::unimplemented(
+                "resolving Helm chart and OCI revisions is not implemented yet",
+            ));
+        }
+        let revision = self
+            .pipeline
+            .resolve_revision(&repo_url, &request.ambiguous_revision)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(ResolveRevisionResponse {
+            ambiguous_revision: format!("{} ({})", request.ambiguous_revision, revision),
+            revision,
+        }))
+    }
+
+    #[tracing::instrument(name = "ListRefs", skip_all)]
+    async fn list_refs(&self, request: Request<ListRefsRequest>) -> Result<Response<Refs>, Status> {
+        let (repo_url, _) = convert::repository(request.get_ref().repo.as_ref())?;
+        let refs = self
+            .pipeline
+            .list_refs(&repo_url)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(Refs {
+            branches: refs.branches,
+            tags: refs.tags,
+        }))
+    }
+
+    async fn list_oci_tags(
+        &self,
+        _request: Request<ListRefsRequest>,
+    ) -> Result<Response<Refs>, Status> {
+        Err(not_implemented("ListOCITags"))
+    }
+
+    async fn list_apps(
+        &self,
+        _request: Request<ListAppsRequest>,
+    ) -> Result<Response<AppList>, Status> {
+        Err(not_implemented("ListApps"))
+    }
+
+    async fn list_plugins(&self, _request: Request<()>) -> Result<Response<PluginList>, Status> {
+        Err(not_implemented("ListPlugins"))
+    }
+
+    async fn get_app_details(
+        &self,
+        _request: Request<RepoServerAppDetailsQuery>,
+    ) -> Result<Response<RepoAppDetailsResponse>, Status> {
+        Err(not_implemented("GetAppDetails"))
+    }
+
+    async fn get_revision_metadata(
+        &self,
+        _request: Request<RepoServerRevisionMetadataRequest>,
+    ) -> Result<Response<v1alpha1::RevisionMetadata>, Status> {
+        Err(not_implemented("GetRevisionMetadata"))
+    }
+
+    async fn get_oci_metadata(
+        &self,
+        _request: Request<RepoServerRevisionChartDetailsRequest>,
+    ) -> Result<Response<v1alpha1::OciMetadata>, Status> {
+        Err(not_implemented("GetOCIMetadata"))
+    }
+
+    async fn get_revision_chart_details(
+        &self,
+        _request: Request<RepoServerRevisionChartDetailsRequest>,
+    ) -> Result<Response<v1alpha1::ChartDetails>, Status> {
+        Err(not_implemented("GetRevisionChartDetails"))
+    }
+
+    async fn get_helm_charts(
+        &self,
+        _request: Request<HelmChartsRequest>,
+    ) -> Result<Response<HelmChartsResponse>, Status> {
+        Err(not_implemented("GetHelmCharts"))
+    }
+
+    async fn get_git_files(
+        &self,
+        _request: Request<GitFilesRequest>,
+    ) -> Result<Response<GitFilesResponse>, Status> {
+        Err(not_implemented("GetGitFiles"))
+    }
+
+    async fn get_git_directories(
+        &self,
+        _request: Request<GitDirectoriesRequest>,
+    ) -> Result<Response<GitDirectoriesResponse>, Status> {
+        Err(not_implemented("GetGitDirectories"))
+    }
+
+    async fn update_revision_for_paths(
+        &self,
+        _request: Request<UpdateRevisionForPathsRequest>,
+    ) -> Result<Response<UpdateRevisionForPathsResponse>, Status> {
+        Err(not_implemented("UpdateRevisionForPaths"))
+    }
+}
+
+/// Argo CD's VersionService.
+pub struct VersionServer;
+
+#[tonic::async_trait]
+impl proto::version::version_service_server::VersionService for VersionServer {
+    async fn version(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<proto::version::VersionMessage>, Status> {
+        Ok(Response::new(proto::version::VersionMessage {
+            version: format!("manifold-v{}", env!("CARGO_PKG_VERSION")),
+            platform: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+            ..Default::default()
+        }))
+    }
+}

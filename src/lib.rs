@@ -1,0 +1,26 @@
+//! manifold: a repo-server for Argo CD.
+//!
+//! Codemap (dependency direction is top to bottom; nothing lower imports
+//! anything higher):
+//!
+//! - [`server`]: composition root. Builds every component, binds the gRPC and
+//!   HTTP listeners, runs until SIGTERM and drains.
+//! - [`grpc`], [`http`]: the transports. Only [`grpc`] knows protobuf types.
+//! - [`pipeline`]: the request pipeline (resolve, fetch, snapshot, render)
+//!   in domain types.
+//! - [`source`], [`render`], [`git`]: snapshots of commits, the renderers and
+//!   the git object stores.
+//! - [`exec`]: the process supervisor, the only place that spawns programs.
+//! - [`domain`]: plain value types shared by everything above.
+//! - [`config`]: flags and environment, parsed and validated once.
+
+pub mod config;
+pub mod domain;
+pub mod exec;
+pub mod git;
+pub mod grpc;
+pub mod http;
+pub mod pipeline;
+pub mod render;
+pub mod server;
+pub mod source;

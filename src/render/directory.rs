@@ -1,0 +1,318 @@
+//! Directory apps: every `.yaml`, `.yml` and `.json` file of the app
+//! directory (recursively when asked), filtered by include/exclude globs,
+//! parsed as Argo CD parses them.
+
+use std::fs;
+use std::path::Path;
+
+use globset::{Glob, GlobMatcher};
+
+use super::manifest::{split_documents, Object};
+use super::Error;
+
+/// Marker that excludes a file from rendering.
+const SKIP_MARKER: &[u8] = b"+argocd:skip-file-rendering";
+
+/// `ApplicationSourceDirectory`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub recurse: bool,
+    /// Glob over the path relative to the app directory; `*` crosses `/`.
+    pub include: String,
+    pub exclude: String,
+    pub disable_extension_filter: bool,
+    /// Whether `.jsonnet` files are evaluated (Directory generation enabled).
+    pub jsonnet_enabled: bool,
+}
+
+/// Argo CD matches include/exclude with gobwas/glob without separators:
+/// `*` and `?` cross `/`, `{a,b}` alternates.
+fn compile_glob(field: &'static str, pattern: &str) -> Result<Option<GlobMatcher>, Error> {
+    if pattern.is_empty() {
+        return Ok(None);
+    }
+    let glob = globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map_err(|err| Error::InvalidGlob {
+            field,
+            pattern: pattern.to_string(),
+            message: err.kind().to_string(),
+        })?;
+    Ok(Some(Glob::compile_matcher(&glob)))
+}
+
+fn has_manifest_extension(name: &str) -> bool {
+    [".yaml", ".yml", ".json", ".jsonnet"]
+        .iter()
+        .any(|ext| name.ends_with(ext) && !name.contains('\n'))
+}
+
+struct Walk<'a> {
+    repo_root: &'a Path,
+    options: &'a Options,
+    include: Option<GlobMatcher>,
+    exclude: Option<GlobMatcher>,
+    objects: Vec<Object>,
+}
+
+/// Renders the directory app at `app_dir` (inside `repo_root`, both
+/// canonical). Output order is Argo CD's: lexical walk order, documents in
+/// file order.
+pub fn render(app_dir: &Path, repo_root: &Path, options: &Options) -> Result<Vec<Object>, Error> {
+    let mut walk = Walk {
+        repo_root,
+        options,
+        include: compile_glob("include", &options.include)?,
+        exclude: compile_glob("exclude", &options.exclude)?,
+        objects: Vec::new(),
+    };
+    walk.directory(app_dir, "")?;
+    Ok(walk.objects)
+}
+
+impl Walk<'_> {
+    fn directory(&mut self, dir: &Path, relative: &str) -> Result<(), Error> {
+        let shown = if relative.is_empty() { "." } else { relative };
+        let mut entries: Vec<(String, fs::FileType)> = fs::read_dir(dir)
+            .map_err(|err| io_error(shown, err))?
+            .map(|entry| {
+                let entry = entry.map_err(|err| io_error(shown, err))?;
+                let file_type = entry.file_type().map_err(|err| io_error(shown, err))?;
+                Ok((entry.file_name().to_string_lossy().into_owned(), file_type))
+            })
+            .collect::<Result<_, Error>>()?;
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (name, file_type) in entries {
+            let child_relative = if relative.is_empty() {
+                name.clone()
+            } else {
+                format!("{relative}/{name}")
+            };
+            let path = dir.join(&name);
+            if file_type.is_dir() {
+                if self.options.recurse {
+                    self.directory(&path, &child_relative)?;
+                }
+                continue;
+            }
+            self.file(&path, &name, &child_relative, file_type.is_symlink())?;
+        }
+        Ok(())
+    }
+
+    fn file(
+        &mut self,
+        path: &Path,
+        name: &str,
+        relative: &str,
+        is_symlink: bool,
+    ) -> Result<(), Error> {
+        if !self.options.disable_extension_filter && !has_manifest_extension(name) {
+            return Ok(());
+        }
+        let mut real_name = name.to_string();
+        if is_symlink {
+            let target = match path.canonicalize() {
+                Ok(target) => target,
+                Err(_) => {
+                    tracing::warn!(
+                        file = relative,
+                        "skipping manifest: symlink target is missing"
+                    );
+                    return Ok(());
+                }
+            };
+            if !target.starts_with(self.repo_root) {
+                return Err(Error::SymlinkOutsideRepository {
+                    file: relative.to_string(),
+                });
+            }
+            if !target.is_file() {
+                tracing::warn!(
+                    file = relative,
+                    "skipping manifest: symlink to a non-regular file"
+                );
+                return Ok(());
+            }
+            real_name = target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        if self.exclude.as_ref().is_some_and(|g| g.is_match(relative)) {
+            return Ok(());
+        }
+        if self.include.as_ref().is_some_and(|g| !g.is_match(relative)) {
+            return Ok(());
+        }
+        let bytes = fs::read(path).map_err(|err| io_error(relative, err))?;
+        if memchr_subslice(&bytes, SKIP_MARKER) {
+            return Ok(());
+        }
+        if real_name.ends_with(".jsonnet") {
+            if self.options.jsonnet_enabled {
+                return Err(Error::NotImplemented {
+                    what: format!("jsonnet evaluation (file {relative:?})"),
+                });
+            }
+            return Ok(());
+        }
+        let text = decode_text(&bytes);
+        if real_name.ends_with(".json") {
+            return self.json_file(&text, relative);
+        }
+        let documents = split_documents(&text);
+        match documents.error {
+            None => self.objects.extend(documents.objects),
+            Some(message) if !documents.objects.is_empty() => {
+                return Err(Error::Unparsable {
+                    file: relative.to_string(),
+                    message,
+                })
+            }
+            Some(message) => {
+                // A file that does not look like a manifest at all is some
+                // other YAML (values, config): ignored, as Argo CD does.
+                if text.contains("apiVersion:")
+                    && text.contains("kind:")
+                    && text.contains("metadata:")
+                {
+                    return Err(Error::Unparsable {
+                        file: relative.to_string(),
+                        message,
+                    });
+                }
+                tracing::debug!(
+                    file = relative,
+                    "ignoring YAML that is not a Kubernetes manifest"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A `.json` file holds exactly one object. One without `kind` is
+    /// skipped (Argo CD emits it as `null`, which its controller skips).
+    fn json_file(&mut self, text: &str, relative: &str) -> Result<(), Error> {
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+        let first = match stream.next() {
+            Some(Ok(value)) => value,
+            Some(Err(err)) => {
+                return Err(Error::Unparsable {
+                    file: relative.to_string(),
+                    message: err.to_string(),
+                })
+            }
+            None => {
+                return Err(Error::Unparsable {
+                    file: relative.to_string(),
+                    message: "unexpected end of JSON input".to_string(),
+                })
+            }
+        };
+        if stream.next().is_some() {
+            return Err(Error::MultipleJsonObjects {
+                file: relative.to_string(),
+            });
+        }
+        match first {
+            serde_json::Value::Object(object) => {
+                if object
+                    .get("kind")
+                    .and_then(|k| k.as_str())
+                    .is_some_and(|k| !k.is_empty())
+                {
+                    self.objects.push(object);
+                } else {
+                    tracing::debug!(file = relative, "skipping JSON object without kind");
+                }
+                Ok(())
+            }
+            other => Err(Error::Unparsable {
+                file: relative.to_string(),
+                message: format!("expected an object, found {other}"),
+            }),
+        }
+    }
+}
+
+fn io_error(file: &str, err: std::io::Error) -> Error {
+    Error::Io {
+        file: file.to_string(),
+        message: err.kind().to_string(),
+    }
+}
+
+fn memchr_subslice(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+/// Text of a manifest file: UTF-8 (BOM stripped), or UTF-16 with a BOM.
+fn decode_text(bytes: &[u8]) -> String {
+    let utf16 = |bytes: &[u8], big_endian: bool| {
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|pair| {
+                if big_endian {
+                    u16::from_be_bytes([pair[0], pair[1]])
+                } else {
+                    u16::from_le_bytes([pair[0], pair[1]])
+                }
+            })
+            .collect();
+        String::from_utf16_lossy(&units)
+    };
+    match bytes {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => String::from_utf8_lossy(rest).into_owned(),
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, false),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, true),
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_cross_separators_like_gobwas() {
+        let g = compile_glob("include", "*.yaml").unwrap().unwrap();
+        assert!(g.is_match("a.yaml"));
+        assert!(g.is_match("sub/dir/a.yaml"));
+        assert!(!g.is_match("a.yml"));
+        let g = compile_glob("include", "{one/*,two.yaml}")
+            .unwrap()
+            .unwrap();
+        assert!(g.is_match("one/x.json"));
+        assert!(g.is_match("two.yaml"));
+        assert!(!g.is_match("three.yaml"));
+        let g = compile_glob("exclude", "sub/?.yml").unwrap().unwrap();
+        assert!(g.is_match("sub/a.yml"));
+        assert!(!g.is_match("sub/ab.yml"));
+        assert!(compile_glob("include", "").unwrap().is_none());
+        assert!(matches!(
+            compile_glob("include", "a[").unwrap_err(),
+            Error::InvalidGlob { .. }
+        ));
+    }
+
+    #[test]
+    fn extension_filter() {
+        assert!(has_manifest_extension("a.yaml"));
+        assert!(has_manifest_extension("a.b.json"));
+        assert!(!has_manifest_extension("a.YAML"));
+        assert!(!has_manifest_extension("yaml"));
+        assert!(has_manifest_extension(".yaml"));
+        assert!(!has_manifest_extension("a.yaml.bak"));
+    }
+
+    #[test]
+    fn decodes_boms() {
+        assert_eq!(decode_text(b"\xEF\xBB\xBFkind: A"), "kind: A");
+        assert_eq!(decode_text(b"\xFF\xFEk\x00:\x00"), "k:");
+    }
+}

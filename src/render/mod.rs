@@ -1,0 +1,158 @@
+//! Renderers: turning an app directory into Kubernetes objects, and the
+//! post-processing every source type shares (list flattening, tracking
+//! metadata, Go-compatible JSON).
+//!
+//! Renderers read a snapshot directory; they never run git and never write
+//! into the snapshot.
+
+pub mod directory;
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The source types Argo CD knows, as they appear on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceType {
+    Helm,
+    Kustomize,
+    Directory,
+    Plugin,
+}
+
+impl SourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceType::Helm => "Helm",
+            SourceType::Kustomize => "Kustomize",
+            SourceType::Directory => "Directory",
+            SourceType::Plugin => "Plugin",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file that looks like a manifest could not be parsed.
+    #[error("Failed to unmarshal {file:?}: {message}")]
+    Unparsable { file: String, message: String },
+    #[error("Found multiple objects in {file:?}. Only single objects are allowed in JSON files.")]
+    MultipleJsonObjects { file: String },
+    #[error("illegal filepath in symlink at {file:?}")]
+    SymlinkOutsideRepository { file: String },
+    #[error("invalid {field} glob {pattern:?}: {message}")]
+    InvalidGlob {
+        field: &'static str,
+        pattern: String,
+        message: String,
+    },
+    #[error("multiple application sources defined: {types}")]
+    MultipleSourceTypes { types: String },
+    /// An object whose metadata cannot take tracking labels/annotations.
+    #[error("failed to set app instance tracking info on manifest: {message}")]
+    InvalidMetadata { message: String },
+    #[error("resource list item has unexpected type in {file:?}")]
+    ListItemNotObject { file: String },
+    #[error("{what} is not implemented yet")]
+    NotImplemented { what: String },
+    #[error("failed to read {file:?}: {message}")]
+    Io { file: String, message: String },
+}
+
+/// Which source type renders an app: the explicitly configured one, else
+/// by the files directly in the app directory (`*Chart.yaml` → Helm,
+/// `kustomization.yaml|yml` or `Kustomization` → Kustomize, Kustomize
+/// winning), else Directory. A type disabled in `enabled` falls back to
+/// Directory, as in Argo CD.
+pub fn detect_source_type(
+    app_dir: &Path,
+    explicit: &[SourceType],
+    enabled: &HashMap<String, bool>,
+) -> Result<SourceType, Error> {
+    let is_enabled = |t: SourceType| enabled.get(t.as_str()).copied().unwrap_or(true);
+    match explicit {
+        [] => {}
+        [only] => {
+            return Ok(if is_enabled(*only) {
+                *only
+            } else {
+                SourceType::Directory
+            })
+        }
+        many => {
+            let types: Vec<&str> = many.iter().map(|t| t.as_str()).collect();
+            return Err(Error::MultipleSourceTypes {
+                types: types.join(","),
+            });
+        }
+    }
+    let mut detected = None;
+    let entries = std::fs::read_dir(app_dir).map_err(|err| Error::Io {
+        file: ".".to_string(),
+        message: err.to_string(),
+    })?;
+    for entry in entries.flatten() {
+        let is_file = entry.file_type().map(|t| !t.is_dir()).unwrap_or(false);
+        if !is_file {
+            continue;
+        }
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if matches!(
+            name.as_ref(),
+            "kustomization.yaml" | "kustomization.yml" | "Kustomization"
+        ) {
+            detected = Some(SourceType::Kustomize);
+        } else if name.ends_with("Chart.yaml") && detected.is_none() {
+            detected = Some(SourceType::Helm);
+        }
+    }
+    Ok(match detected {
+        Some(found) if is_enabled(found) => found,
+        _ => SourceType::Directory,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_types_like_argo_cd() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = HashMap::new();
+        assert_eq!(
+            detect_source_type(dir.path(), &[], &none).unwrap(),
+            SourceType::Directory
+        );
+        std::fs::write(dir.path().join("Chart.yaml"), "").unwrap();
+        assert_eq!(
+            detect_source_type(dir.path(), &[], &none).unwrap(),
+            SourceType::Helm
+        );
+        std::fs::write(dir.path().join("kustomization.yaml"), "").unwrap();
+        assert_eq!(
+            detect_source_type(dir.path(), &[], &none).unwrap(),
+            SourceType::Kustomize
+        );
+        let disabled = HashMap::from([("Kustomize".to_string(), false)]);
+        assert_eq!(
+            detect_source_type(dir.path(), &[], &disabled).unwrap(),
+            SourceType::Directory
+        );
+        assert_eq!(
+            detect_source_type(dir.path(), &[SourceType::Directory], &none).unwrap(),
+            SourceType::Directory
+        );
+        let err = detect_source_type(
+            dir.path(),
+            &[SourceType::Kustomize, SourceType::Helm],
+            &none,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "multiple application sources defined: Kustomize,Helm"
+        );
+    }
+}

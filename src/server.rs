@@ -1,0 +1,268 @@
+//! Composition root: builds every component from the configuration, binds
+//! the gRPC and HTTP listeners, serves until told to stop, then drains
+//! in-flight requests. No global state: everything is built here and
+//! passed down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, ServerTlsConfig};
+
+use crate::grpc::proto::repository::repo_server_service_server::RepoServerServiceServer;
+use crate::grpc::proto::version::version_service_server::VersionServiceServer;
+use crate::grpc::{RepoServer, VersionServer};
+use crate::pipeline::Pipeline;
+use crate::{exec, git, source};
+
+/// How the gRPC port speaks.
+#[derive(Debug, Clone)]
+pub enum Tls {
+    /// Plaintext HTTP/2 (`--disable-tls`).
+    Disabled,
+    /// TLS with the certificate and key in these files when both exist,
+    /// else a self-signed certificate generated at start.
+    Enabled {
+        cert_path: PathBuf,
+        key_path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub tls: Tls,
+    /// Largest gRPC message received or sent (`ARGOCD_GRPC_MAX_SIZE_MB`).
+    pub max_message_bytes: usize,
+    /// Parent of the private work directory (`$TMPDIR`).
+    pub temp_dir: PathBuf,
+    pub exec: exec::Config,
+    pub git: git::Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create work directory under {dir}: {source}")]
+    WorkDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {message}")]
+    Tls { message: String },
+    #[error("server failed: {message}")]
+    Serve { message: String },
+}
+
+/// A running server.
+pub struct Server {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    certificate_pem: Option<String>,
+    stop: watch::Sender<bool>,
+    grpc_task: JoinHandle<Result<(), Error>>,
+    http_task: JoinHandle<Result<(), Error>>,
+    /// Removed (with every store and snapshot) when the server is dropped.
+    _work_dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The PEM certificate the gRPC port presents, when TLS is on.
+    pub fn certificate_pem(&self) -> Option<&str> {
+        self.certificate_pem.as_deref()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then returns.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let _ = self.stop.send(true);
+        let grpc = self.grpc_task.await;
+        let http = self.http_task.await;
+        for joined in [grpc, http] {
+            match joined {
+                Ok(result) => result?,
+                Err(err) => {
+                    return Err(Error::Serve {
+                        message: err.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load_or_generate_identity(tls: &Tls) -> Result<Option<(String, String)>, Error> {
+    let Tls::Enabled {
+        cert_path,
+        key_path,
+    } = tls
+    else {
+        return Ok(None);
+    };
+    if let (Ok(cert), Ok(key)) = (
+        std::fs::read_to_string(cert_path),
+        std::fs::read_to_string(key_path),
+    ) {
+        tracing::info!(cert = %cert_path.display(), "using TLS certificate from files");
+        return Ok(Some((cert, key)));
+    }
+    tracing::info!("no TLS certificate configured, generating a self-signed one");
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "reposerver".to_string()])
+            .map_err(|err| Error::Tls {
+                message: err.to_string(),
+            })?;
+    Ok(Some((
+        generated.cert.pem(),
+        generated.signing_key.serialize_pem(),
+    )))
+}
+
+/// Binds both ports and starts serving in the background.
+pub async fn start(config: Config) -> Result<Server, Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let work_dir = tempfile::Builder::new()
+        .prefix("manifold-")
+        .tempdir_in(&config.temp_dir)
+        .map_err(|source| Error::WorkDir {
+            dir: config.temp_dir.clone(),
+            source,
+        })?;
+    // tempfile creates it 0700: private to this user.
+    let repos_dir = work_dir.path().join("repos");
+    let snapshots_dir = work_dir.path().join("snapshots");
+    for dir in [&repos_dir, &snapshots_dir] {
+        std::fs::create_dir(dir).map_err(|source| Error::WorkDir {
+            dir: dir.clone(),
+            source,
+        })?;
+    }
+
+    let supervisor = exec::Supervisor::new(config.exec.clone());
+    let stores = Arc::new(git::Stores::new(repos_dir, config.git.clone(), supervisor));
+    let snapshots = Arc::new(source::Snapshots::new(snapshots_dir));
+    let pipeline = Arc::new(Pipeline::new(stores, snapshots));
+    let mut private_paths = vec![work_dir.path().to_path_buf()];
+    if let Ok(canonical) = work_dir.path().canonicalize() {
+        private_paths.push(canonical);
+    }
+    let repo_server = RepoServer::new(pipeline, private_paths);
+
+    let identity = load_or_generate_identity(&config.tls)?;
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            what: "gRPC port",
+            addr: config.grpc_addr,
+            source,
+        })?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            what: "HTTP port",
+            addr: config.http_addr,
+            source,
+        })?;
+    let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind {
+        what: "gRPC port",
+        addr: config.grpc_addr,
+        source,
+    })?;
+    let http_addr = http_listener.local_addr().map_err(|source| Error::Bind {
+        what: "HTTP port",
+        addr: config.http_addr,
+        source,
+    })?;
+
+    let (stop, stopped) = watch::channel(false);
+    let wait_for_stop = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &identity {
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .map_err(|err| Error::Tls {
+                message: err.to_string(),
+            })?;
+    }
+    let max = config.max_message_bytes;
+    let router = builder
+        .add_service(health_service)
+        .add_service(VersionServiceServer::new(VersionServer))
+        .add_service(
+            RepoServerServiceServer::new(repo_server)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        );
+    let grpc_stop = wait_for_stop(stopped.clone());
+    let grpc_task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_stop)
+            .await
+            .map_err(|err| Error::Serve {
+                message: err.to_string(),
+            })
+    });
+    let http_stop = wait_for_stop(stopped);
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, crate::http::router())
+            .with_graceful_shutdown(http_stop)
+            .await
+            .map_err(|err| Error::Serve {
+                message: err.to_string(),
+            })
+    });
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, tls = identity.is_some(), "manifold is serving");
+    Ok(Server {
+        grpc_addr,
+        http_addr,
+        certificate_pem: identity.map(|(cert, _)| cert),
+        stop,
+        grpc_task,
+        http_task,
+        _work_dir: work_dir,
+    })
+}
+
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let server = start(config).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|err| Error::Serve {
+        message: format!("cannot install SIGTERM handler: {err}"),
+    })?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received, draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, draining"),
+    }
+    server.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
