@@ -1,0 +1,125 @@
+//! Shared test harness: start a real manifold server on 127.0.0.1:0 and
+//! talk to it with the generated gRPC client.
+
+#![allow(dead_code)]
+
+#[path = "../../fixtures/mod.rs"]
+pub mod fixtures;
+
+use std::time::Duration;
+
+use manifold::grpc::proto::repository::repo_server_service_client::RepoServerServiceClient;
+use manifold::grpc::proto::repository::ManifestRequest;
+use manifold::grpc::proto::v1alpha1::{ApplicationSource, ApplicationSourceDirectory, Repository};
+use manifold::server::{self, Server, Tls};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+pub type Client = RepoServerServiceClient<Channel>;
+
+/// A server configuration for tests: ephemeral ports, short timeouts.
+pub fn test_config(tls: Tls) -> server::Config {
+    server::Config {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        tls,
+        max_message_bytes: 100 << 20,
+        temp_dir: std::env::temp_dir(),
+        exec: manifold::exec::Config {
+            timeout: Some(Duration::from_secs(60)),
+            fatal_timeout: Duration::from_secs(5),
+            max_stdout_bytes: 1 << 30,
+            base_env: vec![("PATH".into(), std::env::var_os("PATH").unwrap_or_default())],
+        },
+        git: manifold::git::Config::default(),
+    }
+}
+
+pub async fn start_plaintext() -> Server {
+    server::start(test_config(Tls::Disabled))
+        .await
+        .expect("server starts")
+}
+
+pub async fn client(server: &Server) -> Client {
+    let endpoint = Endpoint::from_shared(format!("http://{}", server.grpc_addr())).unwrap();
+    connect(endpoint).await
+}
+
+/// A TLS client that trusts exactly the certificate the server presents.
+pub async fn tls_client(server: &Server) -> Client {
+    let pem = server.certificate_pem().expect("server uses TLS");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem))
+        .domain_name("localhost");
+    let endpoint = Endpoint::from_shared(format!("https://{}", server.grpc_addr()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap();
+    connect(endpoint).await
+}
+
+async fn connect(endpoint: Endpoint) -> Client {
+    let channel = endpoint.connect().await.expect("client connects");
+    RepoServerServiceClient::new(channel)
+        .max_decoding_message_size(100 << 20)
+        .max_encoding_message_size(100 << 20)
+}
+
+pub fn repo(url: &str) -> Option<Repository> {
+    Some(Repository {
+        repo: url.to_string(),
+        r#type: "git".to_string(),
+        ..Default::default()
+    })
+}
+
+/// A GenerateManifest request as the controller sends it for a directory
+/// app with default tracking.
+pub fn manifest_request(url: &str, path: &str, revision: &str) -> ManifestRequest {
+    ManifestRequest {
+        repo: repo(url),
+        revision: revision.to_string(),
+        app_label_key: "app.kubernetes.io/instance".to_string(),
+        app_name: "guestbook".to_string(),
+        namespace: "default".to_string(),
+        application_source: Some(ApplicationSource {
+            repo_url: url.to_string(),
+            path: path.to_string(),
+            target_revision: revision.to_string(),
+            ..Default::default()
+        }),
+        tracking_method: "annotation".to_string(),
+        ..Default::default()
+    }
+}
+
+pub fn with_directory(
+    mut request: ManifestRequest,
+    directory: ApplicationSourceDirectory,
+) -> ManifestRequest {
+    request.application_source.as_mut().unwrap().directory = Some(directory);
+    request
+}
+
+/// The manifests of a response, parsed.
+pub fn parse_manifests(manifests: &[String]) -> Vec<serde_json::Value> {
+    manifests
+        .iter()
+        .map(|m| {
+            serde_json::from_str(m).unwrap_or_else(|e| panic!("manifest is not JSON ({e}): {m}"))
+        })
+        .collect()
+}
+
+/// `metadata.name` of each manifest, in order.
+pub fn names(manifests: &[String]) -> Vec<String> {
+    parse_manifests(manifests)
+        .iter()
+        .map(|m| {
+            m["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}

@@ -1,0 +1,516 @@
+//! GenerateManifest for directory apps, against a real server over gRPC and
+//! real git repositories.
+
+mod common;
+
+use common::fixtures::{ExampleRepo, GitHttpServer, GitRepo};
+use common::*;
+use manifold::grpc::proto::v1alpha1::{ApplicationSourceDirectory, ApplicationSourceHelm};
+use serde_json::json;
+use tonic::Code;
+
+#[tokio::test]
+async fn renders_a_directory_app_with_tracking_and_the_resolved_revision() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+
+    let response = client
+        .generate_manifest(manifest_request(&example.repo.url(), "guestbook", "HEAD"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.revision, example.second);
+    assert_eq!(response.source_type, "Directory");
+    let manifests = parse_manifests(&response.manifests);
+    assert_eq!(manifests.len(), 2);
+    assert_eq!(manifests[0]["kind"], "Deployment");
+    assert_eq!(manifests[0]["spec"]["replicas"], 2);
+    assert_eq!(
+        manifests[0]["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"],
+        "guestbook:apps/Deployment:default/guestbook-ui"
+    );
+    assert_eq!(
+        manifests[1]["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"],
+        "guestbook:/Service:default/guestbook-ui"
+    );
+    // Go's encoding: sorted keys, no whitespace.
+    assert!(response.manifests[1]
+        .starts_with(r#"{"apiVersion":"v1","kind":"Service","metadata":{"annotations":"#));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn resolves_branches_tags_and_shas() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let url = example.repo.url();
+
+    let cases = [
+        ("", example.second.clone(), 2),
+        ("main", example.second.clone(), 2),
+        ("refs/heads/main", example.second.clone(), 2),
+        ("dev", example.dev.clone(), 3),
+        ("v1.0.0", example.first.clone(), 2),
+        ("light", example.first.clone(), 2),
+        (example.first.as_str(), example.first.clone(), 2),
+        (&example.first[..7], example.first.clone(), 2),
+        (&example.dev[..10], example.dev.clone(), 3),
+    ];
+    for (revision, expected_sha, expected_count) in cases {
+        let mut request = manifest_request(&url, "guestbook", revision);
+        // The request's revision wins; an empty one falls back to the
+        // source's targetRevision.
+        request.revision = String::new();
+        request.application_source.as_mut().unwrap().target_revision = revision.to_string();
+        let response = client
+            .generate_manifest(request)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.revision, expected_sha, "revision {revision:?}");
+        assert_eq!(
+            response.manifests.len(),
+            expected_count,
+            "revision {revision:?}"
+        );
+    }
+    // The annotated tag points at the first commit: one replica there.
+    let response = client
+        .generate_manifest(manifest_request(&url, "guestbook", "v1.0.0"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        parse_manifests(&response.manifests)[0]["spec"]["replicas"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn directory_options_recurse_include_exclude() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let url = example.repo.url();
+
+    // Not recursive: only top-level files; values.yaml is ignored as
+    // non-Kubernetes YAML, skipped.yaml carries the skip marker, .txt is
+    // not a manifest extension.
+    let response = client
+        .generate_manifest(manifest_request(&url, "nested", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&response.manifests), ["a"]);
+
+    let recurse = ApplicationSourceDirectory {
+        recurse: true,
+        ..Default::default()
+    };
+    let response = client
+        .generate_manifest(with_directory(
+            manifest_request(&url, "nested", "main"),
+            recurse.clone(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&response.manifests), ["a", "b", "c", "d"]);
+
+    let include = ApplicationSourceDirectory {
+        include: "*.yaml".into(),
+        ..recurse.clone()
+    };
+    let response = client
+        .generate_manifest(with_directory(
+            manifest_request(&url, "nested", "main"),
+            include,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        names(&response.manifests),
+        ["a", "d"],
+        "`*` crosses directories, as in Argo CD"
+    );
+
+    let include_exclude = ApplicationSourceDirectory {
+        include: "{*.yml,*.json,sub/deeper/*}".into(),
+        exclude: "*/c.json".into(),
+        ..recurse.clone()
+    };
+    let response = client
+        .generate_manifest(with_directory(
+            manifest_request(&url, "nested", "main"),
+            include_exclude,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&response.manifests), ["b", "d"]);
+
+    let bad_glob = ApplicationSourceDirectory {
+        include: "[".into(),
+        ..recurse
+    };
+    let status = client
+        .generate_manifest(with_directory(
+            manifest_request(&url, "nested", "main"),
+            bad_glob,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("include glob \"[\""),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn multi_document_lists_crds_and_tracking_methods() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let url = example.repo.url();
+
+    let response = client
+        .generate_manifest(manifest_request(&url, "multi", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        names(&response.manifests),
+        ["first", "listed-1", "listed-2", "widgets.example.com"]
+    );
+    let manifests = parse_manifests(&response.manifests);
+    assert_eq!(
+        manifests[0]["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"],
+        "guestbook:/ConfigMap:other/first"
+    );
+    assert!(
+        manifests[3]["metadata"].get("annotations").is_none(),
+        "CRDs are not tracked"
+    );
+
+    let mut request = manifest_request(&url, "multi", "main");
+    request.tracking_method = "label".into();
+    let manifests = parse_manifests(
+        &client
+            .generate_manifest(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .manifests,
+    );
+    assert_eq!(
+        manifests[1]["metadata"]["labels"],
+        json!({"app.kubernetes.io/instance": "guestbook"})
+    );
+    assert!(manifests[1]["metadata"].get("annotations").is_none());
+
+    let mut request = manifest_request(&url, "multi", "main");
+    request.tracking_method = "annotation+label".into();
+    request.installation_id = "prod-1".into();
+    let manifests = parse_manifests(
+        &client
+            .generate_manifest(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .manifests,
+    );
+    assert_eq!(
+        manifests[2]["metadata"]["labels"]["app.kubernetes.io/instance"],
+        "guestbook"
+    );
+    assert_eq!(
+        manifests[2]["metadata"]["annotations"]["argocd.argoproj.io/installation-id"],
+        "prod-1"
+    );
+
+    // Without an app name nothing is tracked.
+    let mut request = manifest_request(&url, "multi", "main");
+    request.app_name = String::new();
+    let manifests = parse_manifests(
+        &client
+            .generate_manifest(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .manifests,
+    );
+    assert!(manifests[0]["metadata"].get("annotations").is_none());
+}
+
+#[tokio::test]
+async fn symlinks_inside_the_repository_are_followed() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let response = client
+        .generate_manifest(manifest_request(&example.repo.url(), "linked", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&response.manifests), ["guestbook-ui"]);
+}
+
+#[tokio::test]
+async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let url = example.repo.url();
+
+    let expect = |result: Result<tonic::Response<_>, tonic::Status>, code: Code, text: &str| {
+        let status = result.expect_err("request must fail");
+        assert_eq!(status.code(), code, "{}", status.message());
+        assert!(
+            status.message().contains(text),
+            "{:?} does not contain {text:?}",
+            status.message()
+        );
+        assert!(
+            !status.message().contains("/tmp/manifold-"),
+            "leaks a local path: {}",
+            status.message()
+        );
+        status
+    };
+
+    let r = client
+        .generate_manifest(manifest_request(&url, "..", "main"))
+        .await;
+    expect(r, Code::InvalidArgument, "..: app path outside root");
+    let r = client
+        .generate_manifest(manifest_request(&url, "guestbook/../../x", "main"))
+        .await;
+    expect(r, Code::InvalidArgument, "app path outside root");
+    let r = client
+        .generate_manifest(manifest_request(&url, "/etc", "main"))
+        .await;
+    expect(r, Code::InvalidArgument, "/etc: app path is absolute");
+    let r = client
+        .generate_manifest(manifest_request(&url, "escape", "main"))
+        .await;
+    expect(r, Code::InvalidArgument, "escape: app path outside root");
+    let r = client
+        .generate_manifest(manifest_request(&url, "no/such/app", "main"))
+        .await;
+    expect(
+        r,
+        Code::InvalidArgument,
+        "no/such/app: app path does not exist",
+    );
+    let r = client
+        .generate_manifest(manifest_request(&url, "README.md", "main"))
+        .await;
+    expect(r, Code::InvalidArgument, "app path is not a directory");
+    let r = client
+        .generate_manifest(manifest_request(&url, "guestbook", "no-such-branch"))
+        .await;
+    expect(r, Code::NotFound, "'no-such-branch'");
+    let r = client
+        .generate_manifest(manifest_request(&url, "guestbook", "deadbeefdeadbeef"))
+        .await;
+    expect(r, Code::NotFound, "'deadbeefdeadbeef'");
+    let r = client
+        .generate_manifest(manifest_request(&url, "broken", "main"))
+        .await;
+    expect(
+        r,
+        Code::FailedPrecondition,
+        "Failed to unmarshal \"bad.yaml\"",
+    );
+    let r = client
+        .generate_manifest(manifest_request(&url, "broken-json", "main"))
+        .await;
+    expect(
+        r,
+        Code::FailedPrecondition,
+        "Found multiple objects in \"two.json\"",
+    );
+    let r = client
+        .generate_manifest(manifest_request(&url, "leaky", "main"))
+        .await;
+    expect(
+        r,
+        Code::FailedPrecondition,
+        "illegal filepath in symlink at \"passwd.yaml\"",
+    );
+
+    let mut no_repo = manifest_request(&url, "guestbook", "main");
+    no_repo.repo = None;
+    expect(
+        client.generate_manifest(no_repo).await,
+        Code::InvalidArgument,
+        "must pass a valid repo",
+    );
+
+    // An unreachable repository is named, with its password redacted.
+    let secret_url = "http://alice:hunter2@127.0.0.1:1/nothing.git";
+    let status = expect(
+        client
+            .generate_manifest(manifest_request(secret_url, "guestbook", "main"))
+            .await,
+        Code::Internal,
+        "http://alice:***@127.0.0.1:1/nothing.git",
+    );
+    assert!(!status.message().contains("hunter2"));
+    let missing = format!("file://{}/does-not-exist", example.repo.path().display());
+    expect(
+        client
+            .generate_manifest(manifest_request(&missing, "guestbook", "main"))
+            .await,
+        Code::Internal,
+        "does-not-exist",
+    );
+
+    // Helm needs a later milestone: refused as unimplemented, not rendered wrongly.
+    let mut helm = manifest_request(&url, "guestbook", "main");
+    helm.application_source.as_mut().unwrap().helm = Some(ApplicationSourceHelm::default());
+    expect(
+        client.generate_manifest(helm).await,
+        Code::Unimplemented,
+        "Helm",
+    );
+
+    // Still serving.
+    let response = client
+        .generate_manifest(manifest_request(&url, "guestbook", "main"))
+        .await
+        .unwrap();
+    assert_eq!(response.into_inner().manifests.len(), 2);
+}
+
+#[tokio::test]
+async fn new_commits_are_fetched_and_concurrent_requests_share_the_work() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let client = client(&server).await;
+    let url = example.repo.url();
+
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let mut client = client.clone();
+        let request = manifest_request(&url, "guestbook", "main");
+        tasks.push(tokio::spawn(async move {
+            client.generate_manifest(request).await
+        }));
+    }
+    for task in tasks {
+        let response = task.await.unwrap().unwrap().into_inner();
+        assert_eq!(response.revision, example.second);
+    }
+
+    // A new commit on main is seen on the next request.
+    example.repo.write(
+        "guestbook/new.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: new\n",
+    );
+    let third = example.repo.commit("add config map");
+    let response = client
+        .clone()
+        .generate_manifest(manifest_request(&url, "guestbook", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.revision, third);
+    assert_eq!(response.manifests.len(), 3);
+}
+
+#[tokio::test]
+async fn serves_over_tls_with_a_self_signed_certificate() {
+    let example = ExampleRepo::build();
+    let tls = manifold::server::Tls::Enabled {
+        cert_path: "/nonexistent/tls.crt".into(),
+        key_path: "/nonexistent/tls.key".into(),
+    };
+    let server = manifold::server::start(test_config(tls)).await.unwrap();
+    let pem = server.certificate_pem().unwrap().to_string();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let mut client = tls_client(&server).await;
+    let response = client
+        .generate_manifest(manifest_request(&example.repo.url(), "guestbook", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.manifests.len(), 2);
+}
+
+#[tokio::test]
+async fn serves_over_tls_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls_dir = dir.path().join("reposerver/tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(tls_dir.join("tls.crt"), generated.cert.pem()).unwrap();
+    std::fs::write(
+        tls_dir.join("tls.key"),
+        generated.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let tls = manifold::server::Tls::Enabled {
+        cert_path: tls_dir.join("tls.crt"),
+        key_path: tls_dir.join("tls.key"),
+    };
+    let server = manifold::server::start(test_config(tls)).await.unwrap();
+    assert_eq!(
+        server.certificate_pem(),
+        Some(generated.cert.pem().as_str())
+    );
+    let example = ExampleRepo::build();
+    let mut client = tls_client(&server).await;
+    let response = client
+        .generate_manifest(manifest_request(&example.repo.url(), "guestbook", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.source_type, "Directory");
+}
+
+#[tokio::test]
+async fn fetches_over_smart_http_and_https() {
+    let parent = tempfile::tempdir().unwrap();
+    let source = GitRepo::new();
+    source.write(
+        "app/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: over-http\n",
+    );
+    let sha = source.commit("one");
+    let bare = parent.path().join("served.git");
+    std::process::Command::new("git")
+        .args(["clone", "--quiet", "--bare"])
+        .arg(source.path())
+        .arg(&bare)
+        .status()
+        .unwrap();
+
+    for https in [false, true] {
+        let http = GitHttpServer::start(parent.path(), https);
+        let mut config = test_config(manifold::server::Tls::Disabled);
+        if let Some(ca) = &http.ca_pem_path {
+            // The operator's CA bundle for this host (per-repo CAs arrive
+            // with credentials support).
+            config
+                .exec
+                .base_env
+                .push(("GIT_SSL_CAINFO".into(), ca.clone().into()));
+        }
+        let server = manifold::server::start(config).await.unwrap();
+        let mut client = client(&server).await;
+        let url = format!("{}/served.git", http.base_url);
+        let response = client
+            .generate_manifest(manifest_request(&url, "app", "main"))
+            .await
+            .unwrap_or_else(|s| panic!("{url}: {}", s.message()))
+            .into_inner();
+        assert_eq!(response.revision, sha);
+        assert_eq!(names(&response.manifests), ["over-http"]);
+    }
+}
