@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Serve plaintext gRPC instead of TLS.
     #[arg(long, env = "ARGOCD_REPO_SERVER_DISABLE_TLS")]
     pub disable_tls: bool,
+    /// On SIGTERM, how long to let in-flight requests finish before closing
+    /// connections (keep it below the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "MANIFOLD_SHUTDOWN_GRACE_PERIOD", default_value = "25s")]
+    pub shutdown_grace_period: String,
     /// Log format: json or text.
     #[arg(long, env = "ARGOCD_REPO_SERVER_LOGFORMAT", default_value = "json")]
     pub logformat: String,
@@ -254,6 +258,7 @@ impl ServeArgs {
                 max_stdout_bytes: 1 << 30,
                 base_env: vec![("PATH".into(), path)],
             },
+            shutdown_grace: duration("--shutdown-grace-period", &self.shutdown_grace_period)?,
             git: git::Config {
                 git_program: "git".to_string(),
                 // Argo CD clamps values below 1 to 1.

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -43,6 +44,9 @@ pub struct Config {
     pub temp_dir: PathBuf,
     pub exec: exec::Config,
     pub git: git::Config,
+    /// How long a stop waits for in-flight requests and open connections
+    /// before closing them anyway.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,7 @@ pub struct Server {
     http_addr: SocketAddr,
     certificate_pem: Option<String>,
     stop: watch::Sender<bool>,
+    shutdown_grace: Duration,
     grpc_task: JoinHandle<Result<(), Error>>,
     http_task: JoinHandle<Result<(), Error>>,
     /// Removed (with every store and snapshot) when the server is dropped.
@@ -92,11 +97,22 @@ impl Server {
         self.certificate_pem.as_deref()
     }
 
-    /// Stops accepting, lets in-flight requests finish, then returns.
-    pub async fn shutdown(self) -> Result<(), Error> {
+    /// Stops accepting, lets in-flight requests finish (for at most the
+    /// grace period; connections still open then are closed), then returns.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
         let _ = self.stop.send(true);
-        let grpc = self.grpc_task.await;
-        let http = self.http_task.await;
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            let grpc = (&mut self.grpc_task).await;
+            let http = (&mut self.http_task).await;
+            (grpc, http)
+        })
+        .await;
+        let Ok((grpc, http)) = drained else {
+            tracing::warn!(grace = ?self.shutdown_grace, "connections still open after the grace period, closing them");
+            self.grpc_task.abort();
+            self.http_task.abort();
+            return Ok(());
+        };
         for joined in [grpc, http] {
             match joined {
                 Ok(result) => result?,
@@ -245,6 +261,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         http_addr,
         certificate_pem: identity.map(|(cert, _)| cert),
         stop,
+        shutdown_grace: config.shutdown_grace,
         grpc_task,
         http_task,
         _work_dir: work_dir,
@@ -253,14 +270,19 @@ pub async fn start(config: Config) -> Result<Server, Error> {
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config) -> Result<(), Error> {
-    let server = start(config).await?;
+    // Handlers first: a stop requested the moment we are serving must
+    // drain, not kill.
+    let signal_error = |err: std::io::Error| Error::Serve {
+        message: format!("cannot install signal handlers: {err}"),
+    };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|err| Error::Serve {
-        message: format!("cannot install SIGTERM handler: {err}"),
-    })?;
+        .map_err(signal_error)?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(signal_error)?;
+    let server = start(config).await?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM received, draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, draining"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received, draining"),
     }
     server.shutdown().await?;
     tracing::info!("stopped");

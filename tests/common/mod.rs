@@ -31,6 +31,7 @@ pub fn test_config(tls: Tls) -> server::Config {
             base_env: vec![("PATH".into(), std::env::var_os("PATH").unwrap_or_default())],
         },
         git: manifold::git::Config::default(),
+        shutdown_grace: Duration::from_secs(10),
     }
 }
 

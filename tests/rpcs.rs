@@ -1,0 +1,229 @@
+//! The RPCs besides GenerateManifest: ListRefs, ResolveRevision,
+//! TestRepository, the health service, and UNIMPLEMENTED for the rest.
+
+mod common;
+
+use common::fixtures::ExampleRepo;
+use common::*;
+use manifold::grpc::proto::repository::*;
+use manifold::grpc::proto::v1alpha1::{Application, ApplicationSource, ApplicationSpec};
+use tonic::Code;
+
+#[tokio::test]
+async fn list_refs_returns_sorted_branches_and_tags() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let refs = client
+        .list_refs(ListRefsRequest {
+            repo: repo(&example.repo.url()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refs.branches, ["dev", "main"]);
+    assert_eq!(refs.tags, ["light", "v1.0.0"]);
+}
+
+fn app_with_sources(sources: Vec<ApplicationSource>) -> Application {
+    Application {
+        spec: Some(ApplicationSpec {
+            sources,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn resolve_revision_picks_the_indexed_source() {
+    let example = ExampleRepo::build();
+    let url = example.repo.url();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let sources = vec![
+        ApplicationSource {
+            repo_url: url.clone(),
+            path: "guestbook".into(),
+            ..Default::default()
+        },
+        ApplicationSource {
+            repo_url: url.clone(),
+            path: "multi".into(),
+            ..Default::default()
+        },
+    ];
+    for (revision, expected) in [
+        ("v1.0.0", &example.first),
+        ("HEAD", &example.second),
+        (&example.dev[..8], &example.dev),
+    ] {
+        let response = client
+            .resolve_revision(ResolveRevisionRequest {
+                repo: repo(&url),
+                app: Some(app_with_sources(sources.clone())),
+                ambiguous_revision: revision.to_string(),
+                source_index: 1,
+                no_revision_cache: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(&response.revision, expected);
+        assert_eq!(
+            response.ambiguous_revision,
+            format!("{revision} ({expected})")
+        );
+    }
+    let status = client
+        .resolve_revision(ResolveRevisionRequest {
+            repo: repo(&url),
+            app: Some(app_with_sources(sources)),
+            ambiguous_revision: "nope".into(),
+            source_index: 0,
+            no_revision_cache: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("'nope'"));
+}
+
+#[tokio::test]
+async fn test_repository_checks_reachability() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let ok = client
+        .test_repository(TestRepositoryRequest {
+            repo: repo(&example.repo.url()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !ok.verified_repository,
+        "Argo CD always answers false; the status says it worked"
+    );
+
+    let status = client
+        .test_repository(TestRepositoryRequest {
+            repo: repo("https://user:pa55word@127.0.0.1:1/missing.git"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    assert!(
+        status
+            .message()
+            .contains("https://user:***@127.0.0.1:1/missing.git"),
+        "{}",
+        status.message()
+    );
+    assert!(!status.message().contains("pa55word"));
+
+    let mut weird = repo(&example.repo.url()).unwrap();
+    weird.r#type = "svn".into();
+    let status = client
+        .test_repository(TestRepositoryRequest { repo: Some(weird) })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("\"svn\""));
+}
+
+#[tokio::test]
+async fn rpcs_not_built_yet_answer_unimplemented() {
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let codes = [
+        client
+            .list_apps(ListAppsRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client.list_plugins(()).await.map(|_| ()).unwrap_err(),
+        client
+            .list_oci_tags(ListRefsRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client
+            .get_app_details(RepoServerAppDetailsQuery::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client
+            .get_revision_metadata(RepoServerRevisionMetadataRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client
+            .get_revision_chart_details(RepoServerRevisionChartDetailsRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client
+            .get_oci_metadata(RepoServerRevisionChartDetailsRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client
+            .get_helm_charts(HelmChartsRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client
+            .get_git_files(GitFilesRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client
+            .get_git_directories(GitDirectoriesRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client
+            .update_revision_for_paths(UpdateRevisionForPathsRequest::default())
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+        client
+            .generate_manifest_with_files(tokio_stream::iter(vec![
+                ManifestRequestWithFiles::default(),
+            ]))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ];
+    for status in codes {
+        assert_eq!(status.code(), Code::Unimplemented, "{}", status.message());
+        assert!(status.message().contains("not implemented yet"));
+    }
+}
+
+#[tokio::test]
+async fn health_service_reports_serving() {
+    let server = start_plaintext().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        response.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    let mut version =
+        manifold::grpc::proto::version::version_service_client::VersionServiceClient::new(channel);
+    let v = version.version(()).await.unwrap().into_inner();
+    assert!(v.version.starts_with("manifold-v"));
+}
