@@ -9,8 +9,9 @@
 #   kustomize       wrapper script: `kustomize build` -> `kubectl kustomize`
 #   redis-server    Debian package (system-wide, via apt-get) if not on PATH
 #
-# Usage: scripts/install-tools.sh [--force] [--help]
-#   --force   re-download and reinstall helm/kubectl/helm4 even if stamped as present
+# Usage: scripts/install-tools.sh [--force] [--no-redis] [--help]
+#   --force     re-download and reinstall helm/kubectl/helm4 even if stamped as present
+#   --no-redis  skip redis-server (the server runs without it; only tests need it)
 #
 # Afterwards:  export PATH="<project>/.tools/bin:$PATH"
 #
@@ -34,10 +35,12 @@ log()  { printf '[install-tools] %s\n' "$*" >&2; }
 die()  { printf '[install-tools] ERROR: %s\n' "$*" >&2; exit 1; }
 
 FORCE=0
+NO_REDIS=0
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-redis) NO_REDIS=1 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (try --help)" ;;
   esac
 done
@@ -292,10 +295,14 @@ ensure_gitignore() {
 install_v32
 install_v33
 write_kustomize_wrapper
-install_redis
+if [[ "$NO_REDIS" == 1 ]]; then
+  log "skipping redis-server (--no-redis)"
+else
+  install_redis
+fi
 ensure_gitignore
 
-redis_path="$(command -v redis-server)"
+redis_path="$(command -v redis-server || echo 'not installed')"
 redis_ver="$(redis-server --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
 printf '\nTools (%s):\n' "$TOOLS_DIR"
 printf '  %-13s %-44s %s\n' \

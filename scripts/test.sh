@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs the real tools (helm,
+# kubectl, the kustomize wrapper, redis-server), then checks formatting,
+# lints and runs every test. CI=true makes a missing tool fail the run
+# instead of skipping.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+
+scripts/install-tools.sh
+export PATH="$PWD/.tools/bin:$PATH"
+export CI="${CI:-true}"
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked
