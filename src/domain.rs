@@ -82,37 +82,80 @@ pub enum InvalidRepoUrl {
     LeadingDash,
 }
 
-/// Replaces the password of every `scheme://user:password@` in `text` with
-/// `***`. Used on URLs and on any text that may quote one (git's stderr).
+/// Replaces the userinfo of every `scheme://userinfo@host` in `text` with
+/// `***`: a password, and equally a token given as the user name
+/// (`https://<token>@host`). Used on URLs and on any text that may quote
+/// one (git's stderr).
 pub fn redact_url(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
-        // The authority ends at the first '/', whitespace or quote.
+        // The authority ends at the first '/', whitespace or quote; the
+        // userinfo at the last '@' before that (a password may contain '@').
         let authority_end = tail
             .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
             .unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match authority.rfind('@') {
+        match tail[..authority_end].rfind('@') {
             Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.split_once(':') {
-                    Some((user, _password)) => {
-                        out.push_str(user);
-                        out.push_str(":***");
-                    }
-                    None => out.push_str(userinfo),
-                }
-                out.push_str(&authority[at..]);
+                out.push_str("***");
+                out.push_str(&tail[at..authority_end]);
             }
-            None => out.push_str(authority),
+            None => out.push_str(&tail[..authority_end]),
         }
         rest = &tail[authority_end..];
     }
     out.push_str(rest);
     out
+}
+
+/// A URL split into the form git gets on its command line (no userinfo)
+/// and the credentials it carried, which go to git through its
+/// environment instead.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UrlCredentials {
+    pub url_without_userinfo: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl RepoUrl {
+    /// Splits off `user[:password]@` from a `scheme://` URL; `None` when
+    /// the URL carries no userinfo. Percent-escapes in the userinfo are
+    /// decoded, as git would.
+    pub fn split_credentials(&self) -> Option<UrlCredentials> {
+        let scheme_end = self.raw.find("://")? + 3;
+        let tail = &self.raw[scheme_end..];
+        let authority_end = tail.find('/').unwrap_or(tail.len());
+        let at = tail[..authority_end].rfind('@')?;
+        let userinfo = &tail[..at];
+        let (username, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        Some(UrlCredentials {
+            url_without_userinfo: format!("{}{}", &self.raw[..scheme_end], &tail[at + 1..]),
+            username: percent_decode(username),
+            password: percent_decode(password),
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A random hex name (96 bits), so paths under the work directory cannot be
@@ -159,22 +202,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_passwords_only() {
+    fn redacts_all_userinfo() {
         assert_eq!(
             redact_url("https://user:s3cr3t@example.com/r.git"),
-            "https://user:***@example.com/r.git"
+            "https://***@example.com/r.git"
         );
         assert_eq!(
-            redact_url("https://token@example.com/r"),
-            "https://token@example.com/r"
+            redact_url("https://ghp_token@example.com/r"),
+            "https://***@example.com/r"
+        );
+        assert_eq!(
+            redact_url("https://u:p@ss@example.com/r"),
+            "https://***@example.com/r"
         );
         assert_eq!(redact_url("file:///tmp/repo"), "file:///tmp/repo");
         assert_eq!(
             redact_url("fatal: unable to access 'https://a:b@h/x/': error"),
-            "fatal: unable to access 'https://a:***@h/x/': error"
+            "fatal: unable to access 'https://***@h/x/': error"
         );
         let url = RepoUrl::parse("https://u:p@h/x").unwrap();
-        assert!(!format!("{url} {url:?}").contains(":p@"));
+        assert!(!format!("{url} {url:?}").contains("u:p"));
+    }
+
+    #[test]
+    fn splits_credentials_off_urls() {
+        let split = RepoUrl::parse("https://al%40ice:p%3Ass@h:8443/o/r.git")
+            .unwrap()
+            .split_credentials()
+            .unwrap();
+        assert_eq!(split.url_without_userinfo, "https://h:8443/o/r.git");
+        assert_eq!(split.username, "al@ice");
+        assert_eq!(split.password, "p:ss");
+        let token = RepoUrl::parse("https://tok@h/r")
+            .unwrap()
+            .split_credentials()
+            .unwrap();
+        assert_eq!(
+            (token.username.as_str(), token.password.as_str()),
+            ("tok", "")
+        );
+        assert!(RepoUrl::parse("https://h/r@x")
+            .unwrap()
+            .split_credentials()
+            .is_none());
+        assert!(RepoUrl::parse("git@github.com:o/r")
+            .unwrap()
+            .split_credentials()
+            .is_none());
+        let odd = RepoUrl::parse("https://%é%:x@h/r")
+            .unwrap()
+            .split_credentials()
+            .unwrap();
+        assert_eq!(odd.username, "%é%");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::fixtures::{CountingGit, ExampleRepo, GitRepo};
+use common::fixtures::{CountingGit, ExampleRepo, GitHttpServer, GitRepo};
 use common::*;
 use manifold::grpc::proto::v1alpha1::ApplicationSourceHelm;
 use tonic::Code;
@@ -112,4 +112,66 @@ async fn messages_beyond_four_mib_pass_both_ways() {
     });
     let status = client.generate_manifest(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{}", status.message());
+}
+
+#[tokio::test]
+async fn url_credentials_authenticate_without_reaching_the_command_line() {
+    let parent = tempfile::tempdir().unwrap();
+    let source = GitRepo::new();
+    source.write(
+        "app/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: private\n",
+    );
+    let sha = source.commit("one");
+    std::process::Command::new("git")
+        .args(["clone", "--quiet", "--bare"])
+        .arg(source.path())
+        .arg(parent.path().join("private.git"))
+        .status()
+        .unwrap();
+    let http = GitHttpServer::start_with_auth(parent.path(), false, Some("alice:s3cr3t:pw"));
+    let git = CountingGit::new();
+    let mut config = test_config(manifold::server::Tls::Disabled);
+    config.git.git_program = git.program();
+    let server = manifold::server::start(config).await.unwrap();
+    let mut client = client(&server).await;
+    let host = http.base_url.trim_start_matches("http://");
+
+    let good = format!("http://alice:s3cr3t%3Apw@{host}/private.git");
+    let response = client
+        .generate_manifest(manifest_request(&good, "app", "main"))
+        .await
+        .unwrap_or_else(|s| panic!("{}", s.message()))
+        .into_inner();
+    assert_eq!(response.revision, sha);
+    assert_eq!(names(&response.manifests), ["private"]);
+    assert!(git.count("ls-remote") > 0 && git.count("fetch") > 0);
+    assert!(
+        !git.log().contains("s3cr3t"),
+        "credentials reached git's argv: {}",
+        git.log()
+    );
+
+    let bad = format!("http://alice:wrong-password@{host}/private.git");
+    let status = client
+        .generate_manifest(manifest_request(&bad, "app", "main"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    assert!(
+        status
+            .message()
+            .contains(&format!("http://***@{host}/private.git")),
+        "{}",
+        status.message()
+    );
+    assert!(!status.message().contains("wrong-password"));
+
+    // Without credentials the server refuses, and git never prompts.
+    let anonymous = format!("http://{host}/private.git");
+    let status = client
+        .generate_manifest(manifest_request(&anonymous, "app", "main"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
 }

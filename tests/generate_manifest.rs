@@ -359,7 +359,7 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
             .generate_manifest(manifest_request(secret_url, "guestbook", "main"))
             .await,
         Code::Internal,
-        "http://alice:***@127.0.0.1:1/nothing.git",
+        "http://***@127.0.0.1:1/nothing.git",
     );
     assert!(!status.message().contains("hunter2"));
     let missing = format!("file://{}/does-not-exist", example.repo.path().display());

@@ -116,7 +116,7 @@ async fn test_repository_checks_reachability() {
     assert!(
         status
             .message()
-            .contains("https://user:***@127.0.0.1:1/missing.git"),
+            .contains("https://***@127.0.0.1:1/missing.git"),
         "{}",
         status.message()
     );

@@ -17,7 +17,24 @@ use std::time::Duration;
 pub use remote::{is_full_sha, RemoteRef, RemoteRefs, Resolved};
 pub use store::{ExportReport, RepoStore, Stores};
 
+use crate::domain::RepoUrl;
 use crate::exec;
+
+/// The network operations git performs for us.
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    LsRemote,
+    Fetch,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::LsRemote => "ls-remote",
+            Operation::Fetch => "fetch",
+        }
+    }
+}
 
 /// Git settings, from Argo CD's environment variables.
 #[derive(Debug, Clone)]
@@ -95,7 +112,6 @@ impl Error {
                     "returned error: 5",
                     "returned error: 429",
                     "temporary failure",
-                    "could not read from remote",
                 ]
                 .iter()
                 .any(|needle| text.contains(needle))
@@ -109,11 +125,7 @@ impl Error {
     }
 
     /// Maps a failed git run to an error of `operation` on `repo_url`.
-    fn from_exec(
-        err: exec::Error,
-        repo_url: &crate::domain::RepoUrl,
-        operation: &'static str,
-    ) -> Self {
+    fn from_exec(err: exec::Error, repo_url: &RepoUrl, operation: Operation) -> Self {
         let repo_url = repo_url.redacted();
         match err {
             exec::Error::Spawn { source, .. } => Error::GitUnavailable {
@@ -121,17 +133,17 @@ impl Error {
             },
             exec::Error::TimedOut { after, .. } => Error::TimedOut {
                 repo_url,
-                operation,
+                operation: operation.name(),
                 after,
             },
             exec::Error::Failed { stderr_tail, .. } => {
                 let stderr_tail = crate::domain::redact_url(&stderr_tail);
                 match operation {
-                    "fetch" => Error::FetchFailed {
+                    Operation::Fetch => Error::FetchFailed {
                         repo_url,
                         stderr_tail,
                     },
-                    _ => Error::ListRefsFailed {
+                    Operation::LsRemote => Error::ListRefsFailed {
                         repo_url,
                         stderr_tail,
                     },
@@ -145,21 +157,54 @@ impl Error {
     }
 }
 
-/// A git invocation with the environment every git process gets: no
-/// prompts, no user or global configuration, no LFS smudging, no detached
-/// background maintenance.
-fn git_invocation(config: &Config, cwd: &std::path::Path) -> exec::Invocation {
-    exec::Invocation::new(&config.git_program, cwd)
+/// Answers git's credential requests from two environment variables, so
+/// credentials never appear on a command line (where any local user could
+/// read them in /proc).
+const ENV_CREDENTIAL_HELPER: &str =
+    "!f() { test \"$1\" = get || exit 0; printf 'username=%s\\n' \"$MANIFOLD_GIT_USERNAME\"; \
+     test -n \"$MANIFOLD_GIT_PASSWORD\" && printf 'password=%s\\n' \"$MANIFOLD_GIT_PASSWORD\"; exit 0; }; f";
+
+/// A git invocation for talking to `repo_url`, and the URL to put on its
+/// command line. Every git process gets: no prompts, no user or global
+/// configuration, no LFS smudging, no background or automatic maintenance.
+/// Credentials embedded in the URL are moved into the environment and
+/// handed to git by a credential helper.
+fn git_invocation(
+    config: &Config,
+    cwd: &std::path::Path,
+    repo_url: &RepoUrl,
+) -> (exec::Invocation, String) {
+    let mut invocation = exec::Invocation::new(&config.git_program, cwd)
         .env("HOME", "/dev/null")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        // Never pick up a repository above the working directory.
+        .env("GIT_CEILING_DIRECTORIES", cwd)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "")
         .env("SSH_ASKPASS", "")
         .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-        .env("GIT_LFS_SKIP_SMUDGE", "1")
-        .env("GIT_CONFIG_COUNT", "2")
-        .env("GIT_CONFIG_KEY_0", "maintenance.autoDetach")
-        .env("GIT_CONFIG_VALUE_0", "false")
-        .env("GIT_CONFIG_KEY_1", "gc.autoDetach")
-        .env("GIT_CONFIG_VALUE_1", "false")
+        .env("GIT_LFS_SKIP_SMUDGE", "1");
+    let mut settings = vec![
+        ("maintenance.autoDetach", "false"),
+        ("gc.autoDetach", "false"),
+        ("gc.auto", "0"),
+        ("maintenance.auto", "false"),
+    ];
+    let url = match repo_url.split_credentials() {
+        Some(credentials) => {
+            invocation = invocation
+                .env("MANIFOLD_GIT_USERNAME", credentials.username)
+                .env("MANIFOLD_GIT_PASSWORD", credentials.password);
+            settings.push(("credential.helper", ENV_CREDENTIAL_HELPER));
+            credentials.url_without_userinfo
+        }
+        None => repo_url.as_str().to_string(),
+    };
+    invocation = invocation.env("GIT_CONFIG_COUNT", settings.len().to_string());
+    for (i, (key, value)) in settings.into_iter().enumerate() {
+        invocation = invocation
+            .env(format!("GIT_CONFIG_KEY_{i}"), key)
+            .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+    }
+    (invocation, url)
 }

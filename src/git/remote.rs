@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
-use super::{git_invocation, Config, Error};
+use super::{git_invocation, Config, Error, Operation};
 use crate::domain::RepoUrl;
 use crate::exec::Supervisor;
 
@@ -156,13 +156,12 @@ pub async fn list_refs(
     repo_url: &RepoUrl,
 ) -> Result<RemoteRefs, Error> {
     let attempt = || async {
-        let invocation = git_invocation(config, cwd)
-            .args(["ls-remote", "--symref", "--"])
-            .arg(repo_url.as_str());
+        let (invocation, url) = git_invocation(config, cwd, repo_url);
+        let invocation = invocation.args(["ls-remote", "--symref", "--"]).arg(url);
         let output = supervisor
             .run(invocation)
             .await
-            .map_err(|err| Error::from_exec(err, repo_url, "ls-remote"))?;
+            .map_err(|err| Error::from_exec(err, repo_url, Operation::LsRemote))?;
         Ok(RemoteRefs::parse(&String::from_utf8_lossy(&output.stdout)))
     };
     let mut backoff = ExponentialBuilder::default()

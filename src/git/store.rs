@@ -7,13 +7,12 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use git2::{ErrorCode, ObjectType, Oid, Repository};
 
 use super::remote::{self, RemoteRefs, Resolved};
-use super::{git_invocation, Config, Error};
+use super::{git_invocation, Config, Error, Operation};
 use crate::domain::{unguessable_name, RepoUrl};
 use crate::exec::Supervisor;
 
@@ -33,11 +32,11 @@ pub struct RepoStore {
     path: PathBuf,
     /// Created on first use.
     init: tokio::sync::OnceCell<()>,
-    /// Serialises fetches into this store. A request that waited here while
-    /// another fetch ran sees `fetch_generation` move and checks for its
-    /// commit again before fetching, so concurrent requests share one fetch.
-    fetch_lock: tokio::sync::Mutex<()>,
-    fetch_generation: AtomicU64,
+    /// Serialises fetches into this store. Held by the fetch task, not the
+    /// request: a fetch runs to completion even if its requester goes away.
+    /// Requests that waited check for their commit again before fetching,
+    /// so concurrent requests for one commit share one fetch.
+    fetch_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What exporting a tree wrote.
@@ -73,8 +72,7 @@ impl Stores {
                     Arc::new(RepoStore {
                         path: self.root.join(format!("{}.git", unguessable_name())),
                         init: tokio::sync::OnceCell::new(),
-                        fetch_lock: tokio::sync::Mutex::new(()),
-                        fetch_generation: AtomicU64::new(0),
+                        fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
                     })
                 })
                 .clone()
@@ -84,7 +82,11 @@ impl Stores {
             .get_or_try_init(|| async {
                 let path = store.path.clone();
                 tokio::task::spawn_blocking(move || {
-                    fs::DirBuilder::new().mode(0o700).create(&path)?;
+                    // Tolerates a directory left by an earlier failed attempt.
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .recursive(true)
+                        .create(&path)?;
                     Repository::init_bare(&path).map_err(std::io::Error::other)?;
                     Ok::<_, std::io::Error>(())
                 })
@@ -126,111 +128,125 @@ impl Stores {
         let wanted = match resolved {
             Resolved::Commit(sha) | Resolved::Abbreviated(sha) => sha.clone(),
         };
-        if let Some(sha) = store
-            .find_commit(repo_url, &wanted, revision_for_errors)
-            .await?
-        {
+        if let Some(sha) = find_commit(&store.path, repo_url, &wanted, revision_for_errors).await? {
             return Ok(sha);
         }
-        let seen_generation = store.fetch_generation.load(Ordering::Acquire);
-        let _fetching = store.fetch_lock.lock().await;
-        if store.fetch_generation.load(Ordering::Acquire) != seen_generation {
-            if let Some(sha) = store
-                .find_commit(repo_url, &wanted, revision_for_errors)
-                .await?
-            {
-                return Ok(sha);
-            }
-        }
-        let fetch_all = git_invocation(&self.config, &store.path)
-            .env("GIT_DIR", &store.path)
-            .args([
-                "fetch",
-                "--force",
-                "--prune",
-                "--quiet",
-                "--no-write-fetch-head",
-                "--",
-            ])
-            .arg(repo_url.as_str())
-            .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]);
-        let fetched = self.supervisor.run(fetch_all).await;
-        store.fetch_generation.fetch_add(1, Ordering::AcqRel);
-        fetched.map_err(|err| Error::from_exec(err, repo_url, "fetch"))?;
-        if let Some(sha) = store
-            .find_commit(repo_url, &wanted, revision_for_errors)
-            .await?
-        {
+        let fetching = store.fetch_lock.clone().lock_owned().await;
+        // Whoever held the lock may have fetched what we need.
+        if let Some(sha) = find_commit(&store.path, repo_url, &wanted, revision_for_errors).await? {
             return Ok(sha);
         }
-        // A commit no branch or tag reaches (e.g. a pull-request head):
-        // ask for it by id, which most servers allow.
-        if let Resolved::Commit(sha) = resolved {
-            let fetch_one = git_invocation(&self.config, &store.path)
-                .env("GIT_DIR", &store.path)
-                .args(["fetch", "--force", "--quiet", "--no-write-fetch-head", "--"])
-                .arg(repo_url.as_str())
-                .arg(sha);
-            let fetched = self.supervisor.run(fetch_one).await;
-            store.fetch_generation.fetch_add(1, Ordering::AcqRel);
-            if fetched.is_ok() {
-                if let Some(sha) = store
-                    .find_commit(repo_url, &wanted, revision_for_errors)
-                    .await?
-                {
-                    return Ok(sha);
-                }
-            }
-        }
-        Err(Error::RevisionNotFound {
+        // The fetch runs in its own task, which holds the lock: a request
+        // that goes away (deadline, cancellation) does not kill a fetch that
+        // others are queued behind.
+        let fetch = tokio::spawn(fetch(
+            self.supervisor.clone(),
+            self.config.clone(),
+            store.path.clone(),
+            repo_url.clone(),
+            resolved.clone(),
+            fetching,
+        ));
+        fetch.await.map_err(|err| Error::Store {
             repo_url: repo_url.redacted(),
-            revision: revision_for_errors.to_string(),
-        })
+            message: format!("fetch task failed: {err}"),
+        })??;
+        match find_commit(&store.path, repo_url, &wanted, revision_for_errors).await? {
+            Some(sha) => Ok(sha),
+            None => Err(Error::RevisionNotFound {
+                repo_url: repo_url.redacted(),
+                revision: revision_for_errors.to_string(),
+            }),
+        }
     }
 }
 
-impl RepoStore {
-    /// The full SHA of the commit `wanted` (full or abbreviated) names, if
-    /// the store has it.
-    async fn find_commit(
-        &self,
-        repo_url: &RepoUrl,
-        wanted: &str,
-        revision_for_errors: &str,
-    ) -> Result<Option<String>, Error> {
-        let path = self.path.clone();
-        let wanted = wanted.to_string();
-        let outcome =
-            tokio::task::spawn_blocking(move || -> Result<Option<String>, git2::Error> {
-                let repo = Repository::open_bare(&path)?;
-                let commit = if wanted.len() == 40 {
-                    repo.find_commit(Oid::from_str(&wanted)?)
-                } else {
-                    repo.find_commit_by_prefix(&wanted)
-                };
-                match commit {
-                    Ok(commit) => Ok(Some(commit.id().to_string())),
-                    Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
-                    Err(err) => Err(err),
-                }
-            })
-            .await
-            .map_err(|err| Error::Store {
-                repo_url: repo_url.redacted(),
-                message: err.to_string(),
-            })?;
-        outcome.map_err(|err| match err.code() {
-            ErrorCode::Ambiguous => Error::AmbiguousRevision {
-                repo_url: repo_url.redacted(),
-                revision: revision_for_errors.to_string(),
-            },
-            _ => Error::Store {
-                repo_url: repo_url.redacted(),
-                message: err.message().to_string(),
-            },
-        })
+/// Fetches every branch and tag of `repo_url` into the store at `path`;
+/// if the wanted commit is still missing and was named by full SHA, asks
+/// for it by id (a commit no branch or tag reaches, e.g. a pull-request
+/// head; most servers allow this). `_fetching` is the store's fetch lock,
+/// released when this returns.
+async fn fetch(
+    supervisor: Supervisor,
+    config: Config,
+    path: PathBuf,
+    repo_url: RepoUrl,
+    resolved: Resolved,
+    _fetching: tokio::sync::OwnedMutexGuard<()>,
+) -> Result<(), Error> {
+    let (invocation, url) = git_invocation(&config, &path, &repo_url);
+    let invocation = invocation.env("GIT_DIR", &path);
+    let fetch_all = invocation
+        .clone()
+        .args([
+            "fetch",
+            "--force",
+            "--prune",
+            "--quiet",
+            "--no-write-fetch-head",
+            "--",
+        ])
+        .arg(&url)
+        .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]);
+    supervisor
+        .run(fetch_all)
+        .await
+        .map_err(|err| Error::from_exec(err, &repo_url, Operation::Fetch))?;
+    if let Resolved::Commit(sha) = &resolved {
+        if find_commit(&path, &repo_url, sha, sha).await?.is_none() {
+            let fetch_one = invocation
+                .args(["fetch", "--force", "--quiet", "--no-write-fetch-head", "--"])
+                .arg(&url)
+                .arg(sha);
+            // Refused by servers that only serve advertised tips; the
+            // caller then reports the revision as not found.
+            let _ = supervisor.run(fetch_one).await;
+        }
     }
+    Ok(())
+}
 
+/// The full SHA of the commit `wanted` (full or abbreviated) names, if the
+/// store at `path` has it.
+async fn find_commit(
+    path: &Path,
+    repo_url: &RepoUrl,
+    wanted: &str,
+    revision_for_errors: &str,
+) -> Result<Option<String>, Error> {
+    let path = path.to_path_buf();
+    let wanted = wanted.to_string();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<Option<String>, git2::Error> {
+        let repo = Repository::open_bare(&path)?;
+        let commit = if wanted.len() == 40 {
+            repo.find_commit(Oid::from_str(&wanted)?)
+        } else {
+            repo.find_commit_by_prefix(&wanted)
+        };
+        match commit {
+            Ok(commit) => Ok(Some(commit.id().to_string())),
+            Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    })
+    .await
+    .map_err(|err| Error::Store {
+        repo_url: repo_url.redacted(),
+        message: err.to_string(),
+    })?;
+    outcome.map_err(|err| match err.code() {
+        ErrorCode::Ambiguous => Error::AmbiguousRevision {
+            repo_url: repo_url.redacted(),
+            revision: revision_for_errors.to_string(),
+        },
+        _ => Error::Store {
+            repo_url: repo_url.redacted(),
+            message: err.message().to_string(),
+        },
+    })
+}
+
+impl RepoStore {
     /// Writes the tree of `commit_sha` into the new directory `destination`:
     /// files read-only, symlinks as symlinks, submodules as empty
     /// directories. Entry names git itself would refuse (`.`, `..`, `.git`,
