@@ -119,6 +119,24 @@ async fn directory_options_recurse_include_exclude() {
         .into_inner();
     assert_eq!(names(&response.manifests), ["a", "b", "c", "d"]);
 
+    let double_star = ApplicationSourceDirectory {
+        include: "**/*.yaml".into(),
+        ..recurse.clone()
+    };
+    let response = client
+        .generate_manifest(with_directory(
+            manifest_request(&url, "nested", "main"),
+            double_star,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        names(&response.manifests),
+        ["d"],
+        "gobwas `**` is `*`: a `/` is required"
+    );
+
     let include = ApplicationSourceDirectory {
         include: "*.yaml".into(),
         ..recurse.clone()
@@ -512,5 +530,99 @@ async fn fetches_over_smart_http_and_https() {
             .into_inner();
         assert_eq!(response.revision, sha);
         assert_eq!(names(&response.manifests), ["over-http"]);
+    }
+}
+
+#[tokio::test]
+async fn what_is_not_built_yet_is_refused_not_rendered_wrongly() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let url = example.repo.url();
+    let refused = |result: Result<tonic::Response<_>, tonic::Status>, text: &str| {
+        let status = result.expect_err("must be refused");
+        assert_eq!(status.code(), Code::Unimplemented, "{}", status.message());
+        assert!(status.message().contains(text), "{}", status.message());
+    };
+    refused(
+        client
+            .generate_manifest(manifest_request(&url, "lfs", "main"))
+            .await,
+        "Git LFS",
+    );
+    refused(
+        client
+            .generate_manifest(manifest_request(&url, "overrides", "main"))
+            .await,
+        ".argocd-source.yaml",
+    );
+    let recursive = ApplicationSourceDirectory {
+        recurse: true,
+        ..Default::default()
+    };
+    refused(
+        client
+            .generate_manifest(with_directory(
+                manifest_request(&url, "withsub", "main"),
+                recursive,
+            ))
+            .await,
+        "withsub/vendored",
+    );
+    refused(
+        client
+            .generate_manifest(manifest_request(&url, "withsub/vendored", "main"))
+            .await,
+        "withsub/vendored",
+    );
+    // Not recursing, the submodule directory is not read: this renders.
+    let response = client
+        .generate_manifest(manifest_request(&url, "withsub", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&response.manifests), ["s"]);
+    refused(
+        client
+            .generate_manifest(manifest_request(&url, "guestbook", "1.x"))
+            .await,
+        "semver",
+    );
+    let mut lfs = manifest_request(&url, "guestbook", "main");
+    lfs.repo.as_mut().unwrap().enable_lfs = true;
+    refused(client.generate_manifest(lfs).await, "enableLfs");
+}
+
+#[tokio::test]
+async fn symlink_loops_fail_and_multi_source_entries_without_path_render_nothing() {
+    let example = ExampleRepo::build();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let url = example.repo.url();
+    let status = client
+        .generate_manifest(manifest_request(&url, "loop", "main"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains("failed to evaluate symlink at \"a.yaml\""),
+        "{}",
+        status.message()
+    );
+
+    for ref_name in ["values", ""] {
+        let mut request = manifest_request(&url, "", "dev");
+        request.has_multiple_sources = true;
+        request.application_source.as_mut().unwrap().r#ref = ref_name.to_string();
+        let response = client
+            .generate_manifest(request)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.revision, example.dev);
+        assert!(response.manifests.is_empty());
+        assert_eq!(response.source_type, "");
     }
 }

@@ -44,6 +44,9 @@ pub struct RepoStore {
 pub struct ExportReport {
     pub files: u64,
     pub bytes: u64,
+    /// Paths (relative to the root) of submodules, exported as empty
+    /// directories because their content is not in this store.
+    pub submodules: Vec<String>,
 }
 
 impl Stores {
@@ -280,7 +283,7 @@ fn export_tree(store: &Path, sha: &str, destination: &Path) -> std::io::Result<E
         .map_err(std::io::Error::other)?;
     fs::DirBuilder::new().mode(0o755).create(destination)?;
     let mut report = ExportReport::default();
-    write_tree(&repo, &tree, destination, &mut report)?;
+    write_tree(&repo, &tree, destination, "", &mut report)?;
     Ok(report)
 }
 
@@ -288,6 +291,7 @@ fn write_tree(
     repo: &Repository,
     tree: &git2::Tree<'_>,
     directory: &Path,
+    relative: &str,
     report: &mut ExportReport,
 ) -> std::io::Result<()> {
     for entry in tree.iter() {
@@ -301,11 +305,15 @@ fn write_tree(
             continue;
         }
         let path = directory.join(std::ffi::OsStr::from_bytes(name));
+        let child_relative = match relative {
+            "" => String::from_utf8_lossy(name).into_owned(),
+            _ => format!("{relative}/{}", String::from_utf8_lossy(name)),
+        };
         match entry.kind() {
             Some(ObjectType::Tree) => {
                 fs::DirBuilder::new().mode(0o755).create(&path)?;
                 let subtree = repo.find_tree(entry.id()).map_err(std::io::Error::other)?;
-                write_tree(repo, &subtree, &path, report)?;
+                write_tree(repo, &subtree, &path, &child_relative, report)?;
             }
             Some(ObjectType::Blob) => {
                 let blob = repo.find_blob(entry.id()).map_err(std::io::Error::other)?;
@@ -331,6 +339,7 @@ fn write_tree(
             Some(ObjectType::Commit) => {
                 // A submodule: its content is not in this store.
                 fs::DirBuilder::new().mode(0o755).create(&path)?;
+                report.submodules.push(child_relative);
             }
             _ => {}
         }

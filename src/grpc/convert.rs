@@ -65,6 +65,11 @@ pub fn source(
 
 pub fn manifest_request(request: ManifestRequest) -> Result<pipeline::ManifestRequest, Status> {
     let (repo_url, repo_type) = repository(request.repo.as_ref())?;
+    if request.repo.as_ref().is_some_and(|repo| repo.enable_lfs) {
+        return Err(Status::unimplemented(
+            "Git LFS (enableLfs) is not implemented yet",
+        ));
+    }
     let application_source = request.application_source.as_ref();
     let source = source(application_source, &request.enabled_source_types);
     let revision = if request.revision.is_empty() {

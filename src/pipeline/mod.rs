@@ -78,6 +78,24 @@ pub struct Refs {
     pub tags: Vec<String>,
 }
 
+/// Whether `revision` reads as a semver range (`1.x`, `>=1.2 <2`, `^1.0`,
+/// `~1.2`, `*`), which Argo CD resolves to the highest matching tag.
+fn looks_like_semver_constraint(revision: &str) -> bool {
+    let trimmed = revision.trim().trim_start_matches('v');
+    if trimmed.is_empty() {
+        return false;
+    }
+    let operators = trimmed.contains(['>', '<', '=', '^', '~', '*', '|', ','])
+        && trimmed.chars().any(|c| c.is_ascii_digit() || c == '*');
+    let wildcard = trimmed.split('.').count() <= 3
+        && trimmed.split('.').all(|part| {
+            matches!(part, "x" | "X" | "*")
+                || part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty()
+        })
+        && trimmed.contains(['x', 'X', '*']);
+    operators || wildcard
+}
+
 pub struct Pipeline {
     stores: Arc<git::Stores>,
     snapshots: Arc<source::Snapshots>,
@@ -95,12 +113,16 @@ impl Pipeline {
             return Ok(Resolved::Commit(revision.to_ascii_lowercase()));
         }
         let refs = self.stores.list_refs(repo_url).await?;
-        refs.resolve(revision).ok_or_else(|| {
-            Error::Git(git::Error::RevisionNotFound {
+        match refs.resolve(revision) {
+            Some(resolved) => Ok(resolved),
+            None if looks_like_semver_constraint(revision) => Err(Error::NotImplemented {
+                what: format!("resolving semver constraint '{revision}' against tags"),
+            }),
+            None => Err(Error::Git(git::Error::RevisionNotFound {
                 repo_url: repo_url.redacted(),
                 revision: revision.to_string(),
-            })
-        })
+            })),
+        }
     }
 
     /// Resolves `revision` to a full commit SHA, fetching when it is an
@@ -158,12 +180,13 @@ impl Pipeline {
             });
         }
         let source = &request.source;
-        // A `ref:`-only source of a multi-source app renders nothing; the
-        // controller only needs its revision, so nothing is fetched.
-        if request.has_multiple_sources && source.path.is_empty() && !source.ref_name.is_empty() {
-            let revision = match self.resolve(&request.repo_url, &request.revision).await? {
-                Resolved::Commit(sha) | Resolved::Abbreviated(sha) => sha,
-            };
+        // A multi-source entry without path or chart (typically a `ref:`
+        // source for `$ref` value files) renders nothing; the controller
+        // only needs its revision.
+        if request.has_multiple_sources && source.path.is_empty() && source.chart.is_empty() {
+            let revision = self
+                .resolve_revision(&request.repo_url, &request.revision)
+                .await?;
             return Ok(ManifestResult {
                 manifests: Vec::new(),
                 revision,
@@ -181,6 +204,26 @@ impl Pipeline {
             .get(&request.repo_url, &store, &commit_sha)
             .await?;
         let app_dir = snapshot.app_dir(&source.path)?;
+        // Refuse, rather than render less than Argo CD would, what later
+        // milestones build.
+        if let Some(submodule) = snapshot
+            .submodules_under(&app_dir, source.directory.recurse)
+            .first()
+        {
+            return Err(Error::NotImplemented {
+                what: format!("rendering git submodules (submodule {submodule:?})"),
+            });
+        }
+        for overrides in [
+            ".argocd-source.yaml".to_string(),
+            format!(".argocd-source-{}.yaml", request.tracking.app_name),
+        ] {
+            if app_dir.join(&overrides).is_file() {
+                return Err(Error::NotImplemented {
+                    what: format!("parameter override files ({overrides})"),
+                });
+            }
+        }
 
         let render_request = request.clone();
         let repo_root = snapshot.root().to_path_buf();
@@ -216,5 +259,28 @@ impl Pipeline {
             revision: commit_sha,
             source_type: Some(source_type),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_semver_constraint;
+
+    #[test]
+    fn recognises_semver_constraints() {
+        for yes in [
+            "1.x",
+            "v1.2.X",
+            "*",
+            ">=1.0.0 <2",
+            "^1.2",
+            "~1.2.3",
+            "1.2 || 2.x",
+        ] {
+            assert!(looks_like_semver_constraint(yes), "{yes}");
+        }
+        for no in ["main", "feature/x", "v1.2.3", "release-1.x-old", "HEAD", ""] {
+            assert!(!looks_like_semver_constraint(no), "{no}");
+        }
     }
 }

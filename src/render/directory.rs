@@ -10,6 +10,9 @@ use globset::{Glob, GlobMatcher};
 use super::manifest::{split_documents, Object};
 use super::Error;
 
+/// How a Git LFS pointer file starts (its content is not in git).
+const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1";
+
 /// Marker that excludes a file from rendering.
 const SKIP_MARKER: &[u8] = b"+argocd:skip-file-rendering";
 
@@ -31,7 +34,8 @@ fn compile_glob(field: &'static str, pattern: &str) -> Result<Option<GlobMatcher
     if pattern.is_empty() {
         return Ok(None);
     }
-    let glob = globset::GlobBuilder::new(pattern)
+    let pattern = collapse_stars(pattern);
+    let glob = globset::GlobBuilder::new(&pattern)
         .literal_separator(false)
         .backslash_escape(true)
         .build()
@@ -41,6 +45,37 @@ fn compile_glob(field: &'static str, pattern: &str) -> Result<Option<GlobMatcher
             message: err.kind().to_string(),
         })?;
     Ok(Some(Glob::compile_matcher(&glob)))
+}
+
+/// Without separators gobwas' `**` is just `*`, while globset gives `**/`
+/// the meaning "zero or more directories". Collapsing runs of `*` (outside
+/// character classes and escapes) keeps gobwas' meaning: `**/*.yaml` then
+/// needs a `/`, as in Argo CD.
+fn collapse_stars(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    let mut in_class = false;
+    let mut after_wildcard = false;
+    while let Some(c) = chars.next() {
+        let is_wildcard = c == '*' && !in_class;
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(escaped) = chars.next() {
+                    out.push(escaped);
+                }
+                after_wildcard = false;
+                continue;
+            }
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '*' if is_wildcard && after_wildcard => continue,
+            _ => {}
+        }
+        after_wildcard = is_wildcard;
+        out.push(c);
+    }
+    out
 }
 
 fn has_manifest_extension(name: &str) -> bool {
@@ -112,16 +147,21 @@ impl Walk<'_> {
         if !self.options.disable_extension_filter && !has_manifest_extension(name) {
             return Ok(());
         }
-        let mut real_name = name.to_string();
         if is_symlink {
             let target = match path.canonicalize() {
                 Ok(target) => target,
-                Err(_) => {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                     tracing::warn!(
                         file = relative,
                         "skipping manifest: symlink target is missing"
                     );
                     return Ok(());
+                }
+                Err(err) => {
+                    return Err(Error::BadSymlink {
+                        file: relative.to_string(),
+                        message: err.to_string(),
+                    })
                 }
             };
             if !target.starts_with(self.repo_root) {
@@ -136,10 +176,6 @@ impl Walk<'_> {
                 );
                 return Ok(());
             }
-            real_name = target
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
         }
         if self.exclude.as_ref().is_some_and(|g| g.is_match(relative)) {
             return Ok(());
@@ -151,7 +187,14 @@ impl Walk<'_> {
         if memchr_subslice(&bytes, SKIP_MARKER) {
             return Ok(());
         }
-        if real_name.ends_with(".jsonnet") {
+        if bytes.starts_with(LFS_POINTER) {
+            return Err(Error::NotImplemented {
+                what: format!("reading Git LFS files (file {relative:?})"),
+            });
+        }
+        // As in Argo CD, the name of the file in the app directory (the
+        // link, not its target) decides how it is parsed.
+        if name.ends_with(".jsonnet") {
             if self.options.jsonnet_enabled {
                 return Err(Error::NotImplemented {
                     what: format!("jsonnet evaluation (file {relative:?})"),
@@ -160,7 +203,7 @@ impl Walk<'_> {
             return Ok(());
         }
         let text = decode_text(&bytes);
-        if real_name.ends_with(".json") {
+        if name.ends_with(".json") {
             return self.json_file(&text, relative);
         }
         let documents = split_documents(&text);
@@ -232,7 +275,10 @@ impl Walk<'_> {
             }
             other => Err(Error::Unparsable {
                 file: relative.to_string(),
-                message: format!("expected an object, found {other}"),
+                message: format!(
+                    "expected an object, found {}",
+                    super::manifest::json_type_name(&other)
+                ),
             }),
         }
     }
@@ -294,6 +340,18 @@ mod tests {
         assert!(g.is_match("sub/a.yml"));
         assert!(!g.is_match("sub/ab.yml"));
         assert!(compile_glob("include", "").unwrap().is_none());
+        // gobwas: `**` is `*`, so `**/x` needs a separator and `a**b` is valid.
+        let g = compile_glob("include", "**/*.yaml").unwrap().unwrap();
+        assert!(!g.is_match("top.yaml"));
+        assert!(g.is_match("sub/x.yaml"));
+        let g = compile_glob("include", "a/**/b.yaml").unwrap().unwrap();
+        assert!(!g.is_match("a/b.yaml"));
+        assert!(g.is_match("a/x/y/b.yaml"));
+        assert!(compile_glob("include", "a**b")
+            .unwrap()
+            .unwrap()
+            .is_match("a/x/b"));
+        assert_eq!(collapse_stars(r"[**]\**x**"), r"[**]\**x*");
         assert!(matches!(
             compile_glob("include", "a[").unwrap_err(),
             Error::InvalidGlob { .. }

@@ -131,7 +131,7 @@ fn into_object(value: Value) -> Result<Option<Object>, String> {
     }
 }
 
-fn json_type_name(value: &Value) -> &'static str {
+pub(super) fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "bool",
@@ -331,9 +331,9 @@ fn string_map<'a>(object: &'a mut Object, field: &str) -> Result<&'a mut Object,
     }
     match map {
         Value::Object(map) => {
-            if map.values().any(|v| !v.is_string()) {
+            if let Some((key, _)) = map.iter().find(|(_, v)| !v.is_string()) {
                 return Err(Error::InvalidMetadata {
-                    message: format!("metadata.{field} has a non-string value"),
+                    message: format!(".metadata.{field} accessor error: contains non-string value in the map under key {key:?}"),
                 });
             }
             Ok(map)

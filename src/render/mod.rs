@@ -40,6 +40,8 @@ pub enum Error {
     MultipleJsonObjects { file: String },
     #[error("illegal filepath in symlink at {file:?}")]
     SymlinkOutsideRepository { file: String },
+    #[error("failed to evaluate symlink at {file:?}: {message}")]
+    BadSymlink { file: String, message: String },
     #[error("invalid {field} glob {pattern:?}: {message}")]
     InvalidGlob {
         field: &'static str,

@@ -35,11 +35,36 @@ pub struct Snapshot {
     /// Canonical path of the tree's root.
     root: PathBuf,
     pub commit_sha: String,
+    /// Submodule paths, relative to the root; their directories are empty.
+    submodules: Vec<String>,
 }
 
 impl Snapshot {
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The submodules a render of the app directory `app_dir` (canonical,
+    /// inside the root) would read: the app directory itself, or any below
+    /// it when the render recurses.
+    pub fn submodules_under(&self, app_dir: &Path, recurse: bool) -> Vec<&str> {
+        let Ok(relative) = app_dir.strip_prefix(&self.root) else {
+            return Vec::new();
+        };
+        let relative = relative.to_string_lossy();
+        self.submodules
+            .iter()
+            .map(String::as_str)
+            .filter(|submodule| {
+                let inside = match relative.as_ref() {
+                    "" => Some(*submodule),
+                    dir => submodule
+                        .strip_prefix(dir)
+                        .and_then(|rest| rest.strip_prefix('/')),
+                };
+                *submodule == relative.as_ref() || (recurse && inside.is_some())
+            })
+            .collect()
     }
 
     /// Resolves the app path `path` (relative to the repository root) to a
@@ -152,6 +177,7 @@ impl Snapshots {
                 Ok(Arc::new(Snapshot {
                     root,
                     commit_sha: commit_sha.to_string(),
+                    submodules: report.submodules,
                 }))
             })
             .await?;
