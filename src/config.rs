@@ -58,6 +58,16 @@ pub struct ServeArgs {
     /// Serve plaintext gRPC instead of TLS.
     #[arg(long, env = "ARGOCD_REPO_SERVER_DISABLE_TLS")]
     pub disable_tls: bool,
+    /// CA of the client certificates to require (mTLS). Argo CD's default
+    /// path; manifold refuses to start when the file exists, because it does
+    /// not verify client certificates yet and must not silently accept any
+    /// client.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_CLIENT_CA_PATH",
+        default_value = "/app/config/reposerver/mtls/client-ca.crt"
+    )]
+    pub client_ca_path: PathBuf,
     /// On SIGTERM, how long to let in-flight requests finish before closing
     /// connections (keep it below the pod's terminationGracePeriodSeconds).
     #[arg(long, env = "MANIFOLD_SHUTDOWN_GRACE_PERIOD", default_value = "25s")]
@@ -133,6 +143,21 @@ pub struct Error {
     pub message: String,
 }
 
+/// Environment variables handed on to every child process when set.
+const PASSED_THROUGH_ENV: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "GIT_SSL_CAINFO",
+];
+
 fn invalid(name: &'static str, message: impl Into<String>) -> Error {
     Error {
         name,
@@ -179,7 +204,7 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         total += number * seconds_per_unit;
         rest = &rest[unit_end..];
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| format!("duration {text:?} is out of range"))
 }
 
 fn socket_addr(name: &'static str, host: &str, port: u16) -> Result<SocketAddr, Error> {
@@ -232,8 +257,25 @@ impl ServeArgs {
             &self.git_retry_max_duration,
         )?;
 
+        if !self.disable_tls && self.client_ca_path.is_file() {
+            return Err(invalid(
+                "--client-ca-path",
+                format!(
+                    "{} exists, but client certificate verification (mTLS) is not implemented yet",
+                    self.client_ca_path.display()
+                ),
+            ));
+        }
         let path = std::env::var_os("PATH")
             .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        let mut base_env = vec![("PATH".into(), path)];
+        // Settings of the pod that git and the tools must see: proxies and
+        // CA bundles. Nothing else is inherited.
+        for name in PASSED_THROUGH_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                base_env.push((OsString::from(*name), value));
+            }
+        }
         Ok(server::Config {
             grpc_addr: socket_addr("--address", &self.address, self.port)?,
             http_addr: socket_addr(
@@ -256,7 +298,7 @@ impl ServeArgs {
                 timeout: (!exec_timeout.is_zero()).then_some(exec_timeout),
                 fatal_timeout: duration("ARGOCD_EXEC_FATAL_TIMEOUT", &self.exec_fatal_timeout)?,
                 max_stdout_bytes: 1 << 30,
-                base_env: vec![("PATH".into(), path)],
+                base_env,
             },
             shutdown_grace: duration("--shutdown-grace-period", &self.shutdown_grace_period)?,
             git: git::Config {
@@ -292,6 +334,7 @@ mod tests {
         assert!(parse_go_duration("10").is_err());
         assert!(parse_go_duration("-1s").is_err());
         assert!(parse_go_duration("5 parsecs").is_err());
+        assert!(parse_go_duration("99999999999999999999999h").is_err());
     }
 
     #[test]
@@ -312,6 +355,16 @@ mod tests {
         let Command::Serve(args) = cli.command;
         let err = args.server_config().unwrap_err();
         assert_eq!(err.name, "ARGOCD_EXEC_TIMEOUT");
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let cli = Cli::try_parse_from([
+            "manifold",
+            "serve",
+            "--client-ca-path",
+            ca.path().to_str().unwrap(),
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.server_config().unwrap_err().name, "--client-ca-path");
         let cli = Cli::try_parse_from(["manifold", "serve", "--address", "nowhere"]).unwrap();
         let Command::Serve(args) = cli.command;
         assert_eq!(args.server_config().unwrap_err().name, "--address");

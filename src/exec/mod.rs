@@ -133,16 +133,6 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// The stderr tail, when the program ran.
-    pub fn stderr_tail(&self) -> &str {
-        match self {
-            Error::Failed { stderr_tail, .. } | Error::TimedOut { stderr_tail, .. } => stderr_tail,
-            Error::Spawn { .. } | Error::OutputTooLarge { .. } | Error::Io { .. } => "",
-        }
-    }
-}
-
 /// Runs programs. Cheap to clone; holds no per-run state.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
@@ -152,7 +142,9 @@ pub struct Supervisor {
 /// Kills a process group when dropped, unless disarmed. Guards the window
 /// in which the caller's future can be dropped (deadline, cancellation)
 /// while the group leader is still unreaped, so the pgid cannot have been
-/// reused.
+/// reused. The one signal sent after reaping (the final sweep) follows the
+/// reap immediately; a pgid is only reused after the kernel wraps around
+/// the whole pid space, which cannot happen in that window in practice.
 struct GroupGuard {
     pgid: Option<Pid>,
 }
@@ -179,10 +171,6 @@ impl Drop for GroupGuard {
 impl Supervisor {
     pub fn new(config: Config) -> Self {
         Supervisor { config }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// Runs `invocation` to completion. A non-zero exit is an error carrying
@@ -256,11 +244,17 @@ impl Supervisor {
             source,
         })?;
         let grace = self.config.fatal_timeout.max(Duration::from_secs(1));
-        let stderr_tail = match tokio::time::timeout(grace, stderr_task).await {
+        // A pipe still held open by a process that left the group (setsid)
+        // must not keep us, or a detached reader buffering output, waiting.
+        let (mut stderr_task, mut stdout_task) = (stderr_task, stdout_task);
+        let stderr_tail = match tokio::time::timeout(grace, &mut stderr_task).await {
             Ok(Ok(tail)) => tail,
-            _ => String::new(),
+            _ => {
+                stderr_task.abort();
+                String::new()
+            }
         };
-        let stdout = match tokio::time::timeout(grace, stdout_task).await {
+        let stdout = match tokio::time::timeout(grace, &mut stdout_task).await {
             Ok(Ok(Ok(bytes))) => bytes,
             Ok(Ok(Err(ReadError::TooLarge))) => {
                 return Err(Error::OutputTooLarge {
@@ -276,10 +270,11 @@ impl Supervisor {
                 })
             }
             Err(_) => {
+                stdout_task.abort();
                 return Err(Error::Io {
                     program,
                     source: std::io::Error::other("stdout held open after exit"),
-                })
+                });
             }
         };
 
