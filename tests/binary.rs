@@ -245,24 +245,14 @@ async fn a_stuck_connection_does_not_block_the_stop_beyond_the_grace_period() {
 #[tokio::test]
 async fn tls_certificate_comes_from_the_app_conf_path() {
     let dir = tempfile::tempdir().unwrap();
-    let tls_dir = dir.path().join("reposerver/tls");
-    std::fs::create_dir_all(&tls_dir).unwrap();
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(tls_dir.join("tls.crt"), generated.cert.pem()).unwrap();
-    std::fs::write(
-        tls_dir.join("tls.key"),
-        generated.signing_key.serialize_pem(),
-    )
-    .unwrap();
+    let (_, _, certificate_pem) = common::fixtures::write_repo_server_tls(dir.path());
     let running = start(
         &[],
         &[("ARGOCD_APP_CONF_PATH", dir.path().to_str().unwrap())],
     );
 
     let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(
-            generated.cert.pem(),
-        ))
+        .ca_certificate(tonic::transport::Certificate::from_pem(certificate_pem))
         .domain_name("localhost");
     let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", running.grpc))
         .unwrap()

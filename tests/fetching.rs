@@ -123,12 +123,7 @@ async fn url_credentials_authenticate_without_reaching_the_command_line() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: private\n",
     );
     let sha = source.commit("one");
-    std::process::Command::new("git")
-        .args(["clone", "--quiet", "--bare"])
-        .arg(source.path())
-        .arg(parent.path().join("private.git"))
-        .status()
-        .unwrap();
+    source.clone_bare_into(parent.path(), "private.git");
     let http = GitHttpServer::start_with_auth(parent.path(), false, Some("alice:s3cr3t:pw"));
     let git = CountingGit::new();
     let mut config = test_config(manifold::server::Tls::Disabled);

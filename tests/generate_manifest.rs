@@ -301,66 +301,83 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
         status
     };
 
-    let r = client
-        .generate_manifest(manifest_request(&url, "..", "main"))
-        .await;
-    expect(r, Code::InvalidArgument, "..: app path outside root");
-    let r = client
-        .generate_manifest(manifest_request(&url, "guestbook/../../x", "main"))
-        .await;
-    expect(r, Code::InvalidArgument, "app path outside root");
-    let r = client
-        .generate_manifest(manifest_request(&url, "/etc", "main"))
-        .await;
-    expect(r, Code::InvalidArgument, "/etc: app path is absolute");
-    let r = client
-        .generate_manifest(manifest_request(&url, "escape", "main"))
-        .await;
-    expect(r, Code::InvalidArgument, "escape: app path outside root");
-    let r = client
-        .generate_manifest(manifest_request(&url, "no/such/app", "main"))
-        .await;
-    expect(
-        r,
-        Code::InvalidArgument,
-        "no/such/app: app path does not exist",
-    );
-    let r = client
-        .generate_manifest(manifest_request(&url, "README.md", "main"))
-        .await;
-    expect(r, Code::InvalidArgument, "app path is not a directory");
-    let r = client
-        .generate_manifest(manifest_request(&url, "guestbook", "no-such-branch"))
-        .await;
-    expect(r, Code::NotFound, "'no-such-branch'");
-    let r = client
-        .generate_manifest(manifest_request(&url, "guestbook", "deadbeefdeadbeef"))
-        .await;
-    expect(r, Code::NotFound, "'deadbeefdeadbeef'");
-    let r = client
-        .generate_manifest(manifest_request(&url, "broken", "main"))
-        .await;
-    expect(
-        r,
-        Code::FailedPrecondition,
-        "Failed to unmarshal \"bad.yaml\"",
-    );
-    let r = client
-        .generate_manifest(manifest_request(&url, "broken-json", "main"))
-        .await;
-    expect(
-        r,
-        Code::FailedPrecondition,
-        "Found multiple objects in \"two.json\"",
-    );
-    let r = client
-        .generate_manifest(manifest_request(&url, "leaky", "main"))
-        .await;
-    expect(
-        r,
-        Code::FailedPrecondition,
-        "illegal filepath in symlink at \"passwd.yaml\"",
-    );
+    let cases = [
+        (
+            "..",
+            "main",
+            Code::InvalidArgument,
+            "..: app path outside root",
+        ),
+        (
+            "guestbook/../../x",
+            "main",
+            Code::InvalidArgument,
+            "app path outside root",
+        ),
+        (
+            "/etc",
+            "main",
+            Code::InvalidArgument,
+            "/etc: app path is absolute",
+        ),
+        (
+            "escape",
+            "main",
+            Code::InvalidArgument,
+            "escape: app path outside root",
+        ),
+        (
+            "no/such/app",
+            "main",
+            Code::InvalidArgument,
+            "no/such/app: app path does not exist",
+        ),
+        (
+            "README.md",
+            "main",
+            Code::InvalidArgument,
+            "app path is not a directory",
+        ),
+        (
+            "guestbook",
+            "no-such-branch",
+            Code::NotFound,
+            "'no-such-branch'",
+        ),
+        (
+            "guestbook",
+            "deadbeefdeadbeef",
+            Code::NotFound,
+            "'deadbeefdeadbeef'",
+        ),
+        (
+            "broken",
+            "main",
+            Code::FailedPrecondition,
+            "Failed to unmarshal \"bad.yaml\"",
+        ),
+        (
+            "broken-json",
+            "main",
+            Code::FailedPrecondition,
+            "Found multiple objects in \"two.json\"",
+        ),
+        (
+            "leaky",
+            "main",
+            Code::FailedPrecondition,
+            "illegal filepath in symlink at \"passwd.yaml\"",
+        ),
+    ];
+    for (path, revision, code, text) in cases {
+        expect(
+            client
+                .generate_manifest(manifest_request(&url, path, revision))
+                .await,
+            code,
+            text,
+        );
+    }
 
     let mut no_repo = manifest_request(&url, "guestbook", "main");
     no_repo.repo = None;
@@ -464,24 +481,14 @@ async fn serves_over_tls_with_a_self_signed_certificate() {
 #[tokio::test]
 async fn serves_over_tls_with_the_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let tls_dir = dir.path().join("reposerver/tls");
-    std::fs::create_dir_all(&tls_dir).unwrap();
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(tls_dir.join("tls.crt"), generated.cert.pem()).unwrap();
-    std::fs::write(
-        tls_dir.join("tls.key"),
-        generated.signing_key.serialize_pem(),
-    )
-    .unwrap();
+    let (cert_path, key_path, certificate_pem) =
+        common::fixtures::write_repo_server_tls(dir.path());
     let tls = manifold::server::Tls::Enabled {
-        cert_path: tls_dir.join("tls.crt"),
-        key_path: tls_dir.join("tls.key"),
+        cert_path,
+        key_path,
     };
     let server = manifold::server::start(test_config(tls)).await.unwrap();
-    assert_eq!(
-        server.certificate_pem(),
-        Some(generated.cert.pem().as_str())
-    );
+    assert_eq!(server.certificate_pem(), Some(certificate_pem.as_str()));
     let example = ExampleRepo::build();
     let mut client = tls_client(&server).await;
     let response = client
@@ -501,13 +508,7 @@ async fn fetches_over_smart_http_and_https() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: over-http\n",
     );
     let sha = source.commit("one");
-    let bare = parent.path().join("served.git");
-    std::process::Command::new("git")
-        .args(["clone", "--quiet", "--bare"])
-        .arg(source.path())
-        .arg(&bare)
-        .status()
-        .unwrap();
+    source.clone_bare_into(parent.path(), "served.git");
 
     for https in [false, true] {
         let http = GitHttpServer::start(parent.path(), https);
