@@ -59,6 +59,7 @@ pub fn source(
             exclude: dir.exclude,
             disable_extension_filter: dir.disable_extension_filter,
             jsonnet_enabled: enabled.get("Directory").copied().unwrap_or(true),
+            jsonnet: Default::default(),
         },
     }
 }

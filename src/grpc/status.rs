@@ -35,7 +35,9 @@ fn render_code(err: &render::Error) -> Code {
         | render::Error::SymlinkOutsideRepository { .. }
         | render::Error::BadSymlink { .. }
         | render::Error::InvalidMetadata { .. }
-        | render::Error::ListItemNotObject { .. } => Code::FailedPrecondition,
+        | render::Error::ListItemNotObject { .. }
+        | render::Error::Jsonnet { .. }
+        | render::Error::JsonnetOutput { .. } => Code::FailedPrecondition,
         render::Error::InvalidGlob { .. } | render::Error::MultipleSourceTypes { .. } => {
             Code::InvalidArgument
         }

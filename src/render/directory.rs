@@ -26,6 +26,9 @@ pub struct Options {
     pub disable_extension_filter: bool,
     /// Whether `.jsonnet` files are evaluated (Directory generation enabled).
     pub jsonnet_enabled: bool,
+    /// Top-level arguments, external variables and library paths for
+    /// `.jsonnet` files (values already substituted).
+    pub jsonnet: super::jsonnet::Options,
 }
 
 /// Argo CD matches include/exclude with gobwas/glob without separators:

@@ -6,6 +6,8 @@
 //! into the snapshot.
 
 pub mod directory;
+pub mod jsonnet;
+pub mod kustomize_edit;
 pub mod manifest;
 
 use std::collections::HashMap;
@@ -55,6 +57,10 @@ pub enum Error {
     InvalidMetadata { message: String },
     #[error("resource list item has unexpected type in {file:?}")]
     ListItemNotObject { file: String },
+    #[error("Failed to evaluate jsonnet {file:?}: {message}")]
+    Jsonnet { file: String, message: String },
+    #[error("Failed to unmarshal generated json {file:?}: {message}")]
+    JsonnetOutput { file: String, message: String },
     #[error("{what} is not implemented yet")]
     NotImplemented { what: String },
     #[error("failed to read {file:?}: {message}")]

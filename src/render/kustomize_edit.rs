@@ -1,0 +1,1 @@
+//! `kustomize edit` semantics applied in-process to a kustomization.
