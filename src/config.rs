@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{exec, git, server};
+use crate::{exec, git, render, server};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -133,6 +133,12 @@ pub struct ServeArgs {
     pub git_retry_max_duration: String,
     #[arg(long, hide = true, env = "TMPDIR", default_value = "/tmp")]
     pub tmpdir: PathBuf,
+    /// The helm binary (v3 or v4); `helm` on PATH by default.
+    #[arg(long, env = "MANIFOLD_HELM_PATH", default_value = "helm")]
+    pub helm_path: PathBuf,
+    /// The kustomize binary for sources that name no version.
+    #[arg(long, env = "MANIFOLD_KUSTOMIZE_PATH", default_value = "kustomize")]
+    pub kustomize_path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +314,10 @@ impl ServeArgs {
                 retry_duration: duration("ARGOCD_GIT_RETRY_DURATION", &self.git_retry_duration)?,
                 retry_factor,
                 retry_max_duration: (!retry_max.is_zero()).then_some(retry_max),
+            },
+            render: render::Config {
+                helm: self.helm_path.clone(),
+                kustomize: self.kustomize_path.clone(),
             },
         })
     }

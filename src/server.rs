@@ -18,7 +18,7 @@ use crate::grpc::proto::repository::repo_server_service_server::RepoServerServic
 use crate::grpc::proto::version::version_service_server::VersionServiceServer;
 use crate::grpc::{RepoServer, VersionServer};
 use crate::pipeline::Pipeline;
-use crate::{exec, git, source};
+use crate::{exec, git, render, source};
 
 /// How the gRPC port speaks.
 #[derive(Debug, Clone)]
@@ -44,6 +44,7 @@ pub struct Config {
     pub temp_dir: PathBuf,
     pub exec: exec::Config,
     pub git: git::Config,
+    pub render: render::Config,
     /// How long a stop waits for in-flight requests and open connections
     /// before closing them anyway.
     pub shutdown_grace: Duration,
@@ -176,9 +177,19 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     }
 
     let supervisor = exec::Supervisor::new(config.exec.clone());
+    let render_dir = work_dir.path().join("render");
+    let tools = render::Tools::new(
+        supervisor.clone(),
+        config.render.clone(),
+        render_dir.clone(),
+    )
+    .map_err(|source| Error::WorkDir {
+        dir: render_dir,
+        source,
+    })?;
     let stores = Arc::new(git::Stores::new(repos_dir, config.git.clone(), supervisor));
     let snapshots = Arc::new(source::Snapshots::new(snapshots_dir));
-    let pipeline = Arc::new(Pipeline::new(stores, snapshots));
+    let pipeline = Arc::new(Pipeline::new(stores, snapshots, Arc::new(tools)));
     let mut private_paths = vec![work_dir.path().to_path_buf()];
     if let Ok(canonical) = work_dir.path().canonicalize() {
         private_paths.push(canonical);

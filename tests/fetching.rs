@@ -104,14 +104,24 @@ async fn messages_beyond_four_mib_pass_both_ways() {
     assert_eq!(response.manifests.len(), 600);
     assert!(response.manifests.iter().map(String::len).sum::<usize>() > 6_000_000);
 
-    // A 5 MiB request decodes (then meets a feature not built yet).
+    // A 5 MiB request decodes and reaches helm (which finds no chart).
     let mut request = manifest_request(&repo.url(), "big", "main");
     request.application_source.as_mut().unwrap().helm = Some(ApplicationSourceHelm {
-        values: vec![b'a'; 5 << 20],
+        values: format!("blob: {}\n", "a".repeat(5 << 20)).into_bytes(),
         ..Default::default()
     });
     let status = client.generate_manifest(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{}", status.message());
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("Chart.yaml"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]

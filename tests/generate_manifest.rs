@@ -406,13 +406,14 @@ async fn bad_inputs_get_clear_errors_and_the_server_keeps_serving() {
         "does-not-exist",
     );
 
-    // Helm needs a later milestone: refused as unimplemented, not rendered wrongly.
+    // An explicit Helm source on a directory without a chart: helm's
+    // own error, with the command.
     let mut helm = manifest_request(&url, "guestbook", "main");
     helm.application_source.as_mut().unwrap().helm = Some(ApplicationSourceHelm::default());
     expect(
         client.generate_manifest(helm).await,
-        Code::Unimplemented,
-        "Helm",
+        Code::FailedPrecondition,
+        "failed running helm: `helm template . --name-template guestbook --namespace default --include-crds` failed exit status 1: Error: Chart.yaml file is missing",
     );
 
     // Still serving.
@@ -551,12 +552,13 @@ async fn what_is_not_built_yet_is_refused_not_rendered_wrongly() {
             .await,
         "Git LFS",
     );
-    refused(
-        client
-            .generate_manifest(manifest_request(&url, "overrides", "main"))
-            .await,
-        ".argocd-source.yaml",
-    );
+    // Override files are merged (here: `recurse: true`).
+    let response = client
+        .generate_manifest(manifest_request(&url, "overrides", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(names(&response.manifests), ["o"]);
     let recursive = ApplicationSourceDirectory {
         recurse: true,
         ..Default::default()

@@ -3,11 +3,17 @@
 
 use tonic::Status;
 
+use std::collections::BTreeMap;
+
+use super::proto::k8s::IntOrString;
 use super::proto::repository::ManifestRequest;
-use super::proto::v1alpha1::{Application, ApplicationSource, Repository};
+use super::proto::v1alpha1::{
+    Application, ApplicationSource, ApplicationSourceDirectory, ApplicationSourceHelm,
+    ApplicationSourceKustomize, JsonnetVar, KustomizeOptions, KustomizePatch, Repository,
+};
 use crate::domain::{RepoUrl, Tracking, TrackingMethod};
 use crate::pipeline::{self, RepoType};
-use crate::render::{directory, SourceType};
+use crate::render::{kustomize, spec};
 
 /// The repository URL and type, or `INVALID_ARGUMENT`.
 pub fn repository(repo: Option<&Repository>) -> Result<(RepoUrl, RepoType), Status> {
@@ -27,40 +33,196 @@ pub fn repository(repo: Option<&Repository>) -> Result<(RepoUrl, RepoType), Stat
     Ok((repo_url, repo_type))
 }
 
-pub fn source(
-    source: Option<&ApplicationSource>,
-    enabled: &std::collections::HashMap<String, bool>,
-) -> pipeline::Source {
-    let default = ApplicationSource::default();
-    let source = source.unwrap_or(&default);
-    let mut explicit_types = Vec::new();
-    // Argo CD's order, which its "multiple sources" error lists.
-    if source.kustomize.is_some() {
-        explicit_types.push(SourceType::Kustomize);
+fn helm_spec(helm: ApplicationSourceHelm) -> Result<spec::HelmSpec, Status> {
+    let values = String::from_utf8(helm.values)
+        .map_err(|_| Status::invalid_argument("helm values are not valid UTF-8"))?;
+    let values_object = match helm.values_object.map(|raw| raw.raw) {
+        Some(raw) if !raw.is_empty() => Some(serde_json::from_slice(&raw).map_err(|err| {
+            Status::invalid_argument(format!("helm valuesObject is not valid JSON: {err}"))
+        })?),
+        _ => None,
+    };
+    Ok(spec::HelmSpec {
+        value_files: helm.value_files,
+        parameters: helm
+            .parameters
+            .into_iter()
+            .map(|p| spec::HelmParameter {
+                name: p.name,
+                value: p.value,
+                force_string: p.force_string,
+            })
+            .collect(),
+        release_name: helm.release_name,
+        values,
+        file_parameters: helm
+            .file_parameters
+            .into_iter()
+            .map(|p| spec::HelmFileParameter {
+                name: p.name,
+                path: p.path,
+            })
+            .collect(),
+        version: helm.version,
+        pass_credentials: helm.pass_credentials,
+        ignore_missing_value_files: helm.ignore_missing_value_files,
+        skip_crds: helm.skip_crds,
+        values_object,
+        namespace: helm.namespace,
+        kube_version: helm.kube_version,
+        api_versions: helm.api_versions,
+        skip_tests: helm.skip_tests,
+        skip_schema_validation: helm.skip_schema_validation,
+    })
+}
+
+fn int_or_string(value: Option<IntOrString>) -> serde_json::Value {
+    match value {
+        // Type 1 is a string, anything else an int (Kubernetes' IntOrString).
+        Some(v) if v.r#type == 1 => serde_json::Value::String(v.str_val),
+        Some(v) => serde_json::Value::from(v.int_val),
+        None => serde_json::Value::from(0),
     }
-    if source.helm.is_some() {
-        explicit_types.push(SourceType::Helm);
+}
+
+/// A Kustomize patch as it appears in kustomization.yaml (empty fields
+/// left out, as Go's `omitempty` does).
+fn kustomize_patch(patch: KustomizePatch) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    if !patch.path.is_empty() {
+        out.insert("path".into(), patch.path.into());
     }
-    if source.directory.is_some() {
-        explicit_types.push(SourceType::Directory);
+    if !patch.patch.is_empty() {
+        out.insert("patch".into(), patch.patch.into());
     }
-    if source.plugin.is_some() {
-        explicit_types.push(SourceType::Plugin);
+    if let Some(target) = patch.target {
+        let mut selector = serde_json::Map::new();
+        if let Some(res_id) = target.res_id {
+            if let Some(gvk) = res_id.gvk {
+                for (key, value) in [
+                    ("group", gvk.group),
+                    ("version", gvk.version),
+                    ("kind", gvk.kind),
+                ] {
+                    if !value.is_empty() {
+                        selector.insert(key.into(), value.into());
+                    }
+                }
+            }
+            for (key, value) in [("name", res_id.name), ("namespace", res_id.namespace)] {
+                if !value.is_empty() {
+                    selector.insert(key.into(), value.into());
+                }
+            }
+        }
+        for (key, value) in [
+            ("labelSelector", target.label_selector),
+            ("annotationSelector", target.annotation_selector),
+        ] {
+            if !value.is_empty() {
+                selector.insert(key.into(), value.into());
+            }
+        }
+        if !selector.is_empty() {
+            out.insert("target".into(), selector.into());
+        }
     }
-    let dir = source.directory.clone().unwrap_or_default();
-    pipeline::Source {
-        path: source.path.clone(),
-        chart: source.chart.clone(),
-        ref_name: source.r#ref.clone(),
-        explicit_types,
-        directory: directory::Options {
-            recurse: dir.recurse,
-            include: dir.include,
-            exclude: dir.exclude,
-            disable_extension_filter: dir.disable_extension_filter,
-            jsonnet_enabled: enabled.get("Directory").copied().unwrap_or(true),
-            jsonnet: Default::default(),
+    if !patch.options.is_empty() {
+        let options: BTreeMap<String, bool> = patch.options.into_iter().collect();
+        out.insert(
+            "options".into(),
+            serde_json::to_value(options).unwrap_or_default(),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
+fn kustomize_spec(k: ApplicationSourceKustomize) -> spec::KustomizeSpec {
+    spec::KustomizeSpec {
+        name_prefix: k.name_prefix,
+        name_suffix: k.name_suffix,
+        images: k.images,
+        common_labels: k.common_labels.into_iter().collect(),
+        version: k.version,
+        common_annotations: k.common_annotations.into_iter().collect(),
+        force_common_labels: k.force_common_labels,
+        force_common_annotations: k.force_common_annotations,
+        namespace: k.namespace,
+        common_annotations_envsubst: k.common_annotations_envsubst,
+        replicas: k
+            .replicas
+            .into_iter()
+            .map(|r| spec::KustomizeReplica {
+                name: r.name,
+                count: int_or_string(r.count),
+            })
+            .collect(),
+        patches: k.patches.into_iter().map(kustomize_patch).collect(),
+        components: k.components,
+        label_without_selector: k.label_without_selector,
+        kube_version: k.kube_version,
+        api_versions: k.api_versions,
+        ignore_missing_components: k.ignore_missing_components,
+        label_include_templates: k.label_include_templates,
+    }
+}
+
+fn jsonnet_vars(vars: Vec<JsonnetVar>) -> Vec<spec::JsonnetVar> {
+    vars.into_iter()
+        .map(|v| spec::JsonnetVar {
+            name: v.name,
+            value: v.value,
+            code: v.code,
+        })
+        .collect()
+}
+
+fn directory_spec(d: ApplicationSourceDirectory) -> spec::DirectorySpec {
+    let jsonnet = d.jsonnet.unwrap_or_default();
+    spec::DirectorySpec {
+        recurse: d.recurse,
+        jsonnet: spec::JsonnetSpec {
+            ext_vars: jsonnet_vars(jsonnet.ext_vars),
+            tlas: jsonnet_vars(jsonnet.tlas),
+            libs: jsonnet.libs,
         },
+        exclude: d.exclude,
+        include: d.include,
+        disable_extension_filter: d.disable_extension_filter,
+    }
+}
+
+/// The source to render, in domain terms.
+pub fn source(source: Option<&ApplicationSource>) -> Result<spec::SourceSpec, Status> {
+    let source = source.cloned().unwrap_or_default();
+    Ok(spec::SourceSpec {
+        repo_url: source.repo_url,
+        path: source.path,
+        target_revision: source.target_revision,
+        chart: source.chart,
+        ref_name: source.r#ref,
+        name: source.name,
+        helm: source.helm.map(helm_spec).transpose()?,
+        kustomize: source.kustomize.map(kustomize_spec),
+        directory: source.directory.map(directory_spec),
+        // Plugins are a later milestone; only presence matters for now.
+        plugin: source.plugin.map(|p| serde_json::json!({ "name": p.name })),
+    })
+}
+
+fn kustomize_options(options: Option<KustomizeOptions>) -> kustomize::KustomizeOptions {
+    let options = options.unwrap_or_default();
+    kustomize::KustomizeOptions {
+        build_options: options.build_options,
+        binary_path: options.binary_path,
+        versions: options
+            .versions
+            .into_iter()
+            .map(|v| kustomize::KustomizeVersion {
+                name: v.name,
+                path: v.path,
+            })
+            .collect(),
     }
 }
 
@@ -72,11 +234,9 @@ pub fn manifest_request(request: ManifestRequest) -> Result<pipeline::ManifestRe
         ));
     }
     let application_source = request.application_source.as_ref();
-    let source = source(application_source, &request.enabled_source_types);
+    let source = source(application_source)?;
     let revision = if request.revision.is_empty() {
-        application_source
-            .map(|s| s.target_revision.clone())
-            .unwrap_or_default()
+        source.target_revision.clone()
     } else {
         request.revision.clone()
     };
@@ -92,6 +252,11 @@ pub fn manifest_request(request: ManifestRequest) -> Result<pipeline::ManifestRe
             namespace: request.namespace,
             installation_id: request.installation_id,
         },
+        project_name: request.project_name,
+        kube_version: request.kube_version,
+        api_versions: request.api_versions,
+        kustomize_options: kustomize_options(request.kustomize_options),
+        values_file_schemes: request.helm_options.map(|h| h.values_file_schemes),
         enabled_source_types: request.enabled_source_types,
         has_multiple_sources: request.has_multiple_sources,
     })

@@ -76,6 +76,7 @@ impl RepoServerService for RepoServer {
                 .source_type
                 .map(|t| t.as_str().to_string())
                 .unwrap_or_default(),
+            commands: result.commands,
             ..Default::default()
         }))
     }

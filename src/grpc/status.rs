@@ -42,7 +42,15 @@ fn render_code(err: &render::Error) -> Code {
             Code::InvalidArgument
         }
         render::Error::NotImplemented { .. } => Code::Unimplemented,
-        render::Error::Io { .. } => Code::Internal,
+        render::Error::InvalidSpec { .. } | render::Error::ValueFile { .. } => {
+            Code::InvalidArgument
+        }
+        render::Error::GlobNoMatch { .. } => Code::NotFound,
+        render::Error::ToolFailed { .. } | render::Error::ToolOutput { .. } => {
+            Code::FailedPrecondition
+        }
+        render::Error::ToolTimedOut { .. } => Code::DeadlineExceeded,
+        render::Error::ToolUnavailable { .. } | render::Error::Io { .. } => Code::Internal,
     }
 }
 

@@ -9,7 +9,11 @@ use std::sync::Arc;
 
 use crate::domain::{RepoUrl, Tracking};
 use crate::git::{self, Resolved};
-use crate::render::{self, directory, manifest, SourceType};
+use crate::render::env::{BuildEnv, BuildEnvInput};
+use crate::render::helm::{HelmRequest, Rendered};
+use crate::render::kustomize::{KustomizeOptions, KustomizeRequest};
+use crate::render::spec::SourceSpec;
+use crate::render::{self, directory, jsonnet, manifest, SourceType};
 use crate::source;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,20 +39,6 @@ pub enum RepoType {
     Oci,
 }
 
-/// What to render, validated.
-#[derive(Debug, Clone)]
-pub struct Source {
-    /// App directory relative to the repository root.
-    pub path: String,
-    /// Helm chart name (Helm-repository sources).
-    pub chart: String,
-    /// `ref:` name in a multi-source application.
-    pub ref_name: String,
-    /// Source types set explicitly (helm/kustomize/directory/plugin present).
-    pub explicit_types: Vec<SourceType>,
-    pub directory: directory::Options,
-}
-
 /// A GenerateManifest request in domain terms.
 #[derive(Debug, Clone)]
 pub struct ManifestRequest {
@@ -56,8 +46,16 @@ pub struct ManifestRequest {
     pub repo_type: RepoType,
     /// As asked (branch, tag, HEAD, SHA); empty means HEAD.
     pub revision: String,
-    pub source: Source,
+    pub source: SourceSpec,
     pub tracking: Tracking,
+    pub project_name: String,
+    /// The cluster's Kubernetes version and API versions.
+    pub kube_version: String,
+    pub api_versions: Vec<String>,
+    pub kustomize_options: KustomizeOptions,
+    /// `helm.valuesFileSchemes`; `None` when the request has no Helm
+    /// options (then no URL is allowed).
+    pub values_file_schemes: Option<Vec<String>>,
     pub enabled_source_types: HashMap<String, bool>,
     pub has_multiple_sources: bool,
 }
@@ -69,6 +67,8 @@ pub struct ManifestResult {
     pub revision: String,
     /// `None` for a ref-only source, which renders nothing.
     pub source_type: Option<SourceType>,
+    /// The tool command lines, as Argo CD reports them.
+    pub commands: Vec<String>,
 }
 
 /// Branches and tags of a remote, sorted.
@@ -99,11 +99,57 @@ fn looks_like_semver_constraint(revision: &str) -> bool {
 pub struct Pipeline {
     stores: Arc<git::Stores>,
     snapshots: Arc<source::Snapshots>,
+    tools: Arc<render::Tools>,
+}
+
+fn jsonnet_vars(vars: &[render::spec::JsonnetVar], env: &BuildEnv) -> Vec<jsonnet::Var> {
+    vars.iter()
+        .map(|v| jsonnet::Var {
+            name: v.name.clone(),
+            value: env.substitute(&v.value),
+            code: v.code,
+        })
+        .collect()
+}
+
+/// The Directory renderer's options for a source.
+fn directory_options(
+    source: &SourceSpec,
+    enabled: &HashMap<String, bool>,
+    env: &BuildEnv,
+) -> directory::Options {
+    let dir = source.directory.clone().unwrap_or_default();
+    directory::Options {
+        recurse: dir.recurse,
+        include: dir.include,
+        exclude: dir.exclude,
+        disable_extension_filter: dir.disable_extension_filter,
+        jsonnet_enabled: enabled.get("Directory").copied().unwrap_or(true),
+        jsonnet: jsonnet::Options {
+            tlas: jsonnet_vars(&dir.jsonnet.tlas, env),
+            ext_vars: jsonnet_vars(&dir.jsonnet.ext_vars, env),
+            libs: dir.jsonnet.libs.clone(),
+        },
+    }
+}
+
+fn join_error(err: tokio::task::JoinError) -> Error {
+    Error::Internal {
+        message: format!("render task failed: {err}"),
+    }
 }
 
 impl Pipeline {
-    pub fn new(stores: Arc<git::Stores>, snapshots: Arc<source::Snapshots>) -> Self {
-        Pipeline { stores, snapshots }
+    pub fn new(
+        stores: Arc<git::Stores>,
+        snapshots: Arc<source::Snapshots>,
+        tools: Arc<render::Tools>,
+    ) -> Self {
+        Pipeline {
+            stores,
+            snapshots,
+            tools,
+        }
     }
 
     /// Resolves `revision` against the remote's refs. A full SHA needs no
@@ -179,11 +225,13 @@ impl Pipeline {
                 what: "rendering Helm-repository and OCI sources".to_string(),
             });
         }
-        let source = &request.source;
         // A multi-source entry without path or chart (typically a `ref:`
         // source for `$ref` value files) renders nothing; the controller
         // only needs its revision.
-        if request.has_multiple_sources && source.path.is_empty() && source.chart.is_empty() {
+        if request.has_multiple_sources
+            && request.source.path.is_empty()
+            && request.source.chart.is_empty()
+        {
             let revision = self
                 .resolve_revision(&request.repo_url, &request.revision)
                 .await?;
@@ -191,6 +239,7 @@ impl Pipeline {
                 manifests: Vec::new(),
                 revision,
                 source_type: None,
+                commands: Vec::new(),
             });
         }
 
@@ -203,61 +252,97 @@ impl Pipeline {
             .snapshots
             .get(&request.repo_url, &store, &commit_sha)
             .await?;
-        let app_dir = snapshot.app_dir(&source.path)?;
+        let app_dir = snapshot.app_dir(&request.source.path)?;
         // Refuse, rather than render less than Argo CD would, what later
         // milestones build.
-        if let Some(submodule) = snapshot
-            .submodules_under(&app_dir, source.directory.recurse)
-            .first()
-        {
+        let recurse = request.source.directory.as_ref().is_some_and(|d| d.recurse);
+        if let Some(submodule) = snapshot.submodules_under(&app_dir, recurse).first() {
             return Err(Error::NotImplemented {
                 what: format!("rendering git submodules (submodule {submodule:?})"),
             });
         }
-        for overrides in [
-            ".argocd-source.yaml".to_string(),
-            format!(".argocd-source-{}.yaml", request.tracking.app_name),
-        ] {
-            if app_dir.join(&overrides).is_file() {
-                return Err(Error::NotImplemented {
-                    what: format!("parameter override files ({overrides})"),
-                });
-            }
-        }
 
-        let render_request = request.clone();
+        let mut source = request.source.clone();
+        source.merge_override_files(&app_dir, &request.tracking.app_name)?;
+        let source_type = render::detect_source_type(
+            &app_dir,
+            &source.explicit_types(),
+            &request.enabled_source_types,
+        )?;
+        let repo_url_shown = request.repo_url.redacted();
+        let env = BuildEnv::new(BuildEnvInput {
+            app_name: &request.tracking.app_name,
+            app_namespace: &request.tracking.namespace,
+            project_name: &request.project_name,
+            revision: &commit_sha,
+            repo_url: &repo_url_shown,
+            source_path: &source.path,
+            target_revision: &source.target_revision,
+        });
         let repo_root = snapshot.root().to_path_buf();
-        let (source_type, manifests) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let source = &render_request.source;
-            let source_type = render::detect_source_type(
-                &app_dir,
-                &source.explicit_types,
-                &render_request.enabled_source_types,
-            )?;
-            match source_type {
-                SourceType::Directory => {
-                    let objects = directory::render(&app_dir, &repo_root, &source.directory)?;
-                    let manifests =
-                        manifest::finalize(objects, Some(&render_request.tracking), &source.path)?;
-                    Ok((source_type, manifests))
-                }
-                SourceType::Helm | SourceType::Kustomize | SourceType::Plugin => {
-                    Err(Error::NotImplemented {
-                        what: format!("rendering {} sources", source_type.as_str()),
-                    })
+        let rendered = match source_type {
+            SourceType::Directory => {
+                let options = directory_options(&source, &request.enabled_source_types, &env);
+                let (app_dir, repo_root) = (app_dir.clone(), repo_root.clone());
+                let objects = tokio::task::spawn_blocking(move || {
+                    directory::render(&app_dir, &repo_root, &options)
+                })
+                .await
+                .map_err(join_error)??;
+                Rendered {
+                    objects,
+                    commands: Vec::new(),
                 }
             }
+            SourceType::Helm => {
+                self.tools
+                    .helm(HelmRequest {
+                        app_dir: &app_dir,
+                        repo_root: &repo_root,
+                        source: &source,
+                        env: &env,
+                        app_name: &request.tracking.app_name,
+                        namespace: &request.tracking.namespace,
+                        kube_version: &request.kube_version,
+                        api_versions: &request.api_versions,
+                        values_file_schemes: request.values_file_schemes.as_deref(),
+                    })
+                    .await?
+            }
+            SourceType::Kustomize => {
+                self.tools
+                    .kustomize(KustomizeRequest {
+                        app_dir: &app_dir,
+                        repo_root: &repo_root,
+                        source: &source,
+                        env: &env,
+                        options: &request.kustomize_options,
+                        kube_version: &request.kube_version,
+                        api_versions: &request.api_versions,
+                    })
+                    .await?
+            }
+            SourceType::Plugin => {
+                return Err(Error::NotImplemented {
+                    what: "rendering config management plugin sources".to_string(),
+                })
+            }
+        };
+        let tracking = request.tracking.clone();
+        let path = source.path.clone();
+        let objects = rendered.objects;
+        let manifests = tokio::task::spawn_blocking(move || {
+            manifest::finalize(objects, Some(&tracking), &path)
         })
         .await
-        .map_err(|err| Error::Internal {
-            message: format!("render task failed: {err}"),
-        })??;
+        .map_err(join_error)??;
         // Keep the snapshot alive until rendering is done.
         drop(snapshot);
         Ok(ManifestResult {
             manifests,
             revision: commit_sha,
             source_type: Some(source_type),
+            commands: rendered.commands,
         })
     }
 }

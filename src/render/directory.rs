@@ -199,9 +199,24 @@ impl Walk<'_> {
         // link, not its target) decides how it is parsed.
         if name.ends_with(".jsonnet") {
             if self.options.jsonnet_enabled {
-                return Err(Error::NotImplemented {
-                    what: format!("jsonnet evaluation (file {relative:?})"),
-                });
+                // The app directory is `relative`'s component count above
+                // `path` (which is `app_dir` joined with `relative`).
+                let app_dir = path
+                    .ancestors()
+                    .nth(relative.split('/').count())
+                    .unwrap_or(self.repo_root);
+                let objects = super::jsonnet::evaluate(
+                    path,
+                    relative,
+                    app_dir,
+                    self.repo_root,
+                    &self.options.jsonnet,
+                )?;
+                self.objects
+                    .extend(objects.into_iter().filter_map(|value| match value {
+                        serde_json::Value::Object(object) => Some(object),
+                        _ => None,
+                    }));
             }
             return Ok(());
         }
@@ -369,6 +384,48 @@ mod tests {
         assert!(!has_manifest_extension("yaml"));
         assert!(has_manifest_extension(".yaml"));
         assert!(!has_manifest_extension("a.yaml.bak"));
+    }
+
+    #[test]
+    fn evaluates_jsonnet_when_enabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let app = root.join("app");
+        fs::create_dir_all(app.join("sub")).unwrap();
+        fs::write(app.join("a.yaml"), "kind: A\n").unwrap();
+        fs::write(app.join("common.libsonnet"), "{ kind: 'FromAppDir' }").unwrap();
+        // Found in the app directory, not next to the importing file.
+        fs::write(app.join("sub/b.jsonnet"), "[import 'common.libsonnet']").unwrap();
+        fs::write(app.join("c.jsonnet"), "{ kind: std.extVar('k') }").unwrap();
+        let mut options = Options {
+            recurse: true,
+            jsonnet_enabled: true,
+            ..Options::default()
+        };
+        options.jsonnet.ext_vars.push(super::super::jsonnet::Var {
+            name: "k".to_string(),
+            value: "C".to_string(),
+            code: false,
+        });
+        let kinds = |objects: Vec<Object>| -> Vec<String> {
+            objects
+                .iter()
+                .map(|o| o["kind"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            kinds(render(&app, &root, &options).unwrap()),
+            ["A", "C", "FromAppDir"]
+        );
+        options.jsonnet_enabled = false;
+        assert_eq!(kinds(render(&app, &root, &options).unwrap()), ["A"]);
+        options.jsonnet_enabled = true;
+        fs::write(app.join("sub/b.jsonnet"), "[1]").unwrap();
+        let err = render(&app, &root, &options).unwrap_err();
+        assert!(
+            matches!(&err, Error::JsonnetOutput { file, .. } if file == "sub/b.jsonnet"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -6,12 +6,134 @@
 //! into the snapshot.
 
 pub mod directory;
+pub mod env;
+pub mod helm;
 pub mod jsonnet;
+pub mod kustomize;
 pub mod kustomize_edit;
 pub mod manifest;
+pub mod scratch;
+pub mod spec;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::exec;
+
+/// Where the rendering tools are.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The helm binary (helm v3 or v4).
+    pub helm: PathBuf,
+    /// The kustomize binary used when a source names no version.
+    pub kustomize: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            helm: PathBuf::from("helm"),
+            kustomize: PathBuf::from("kustomize"),
+        }
+    }
+}
+
+/// Runs helm and kustomize for renders: the supervisor, the tool paths,
+/// and a private directory for scratch views, helm homes and the helm
+/// dependency cache.
+pub struct Tools {
+    supervisor: exec::Supervisor,
+    config: Config,
+    /// Private to this process: `views/`, `helm/` (shared cache and data
+    /// homes, per-run config homes) and `helm-deps/`.
+    work: PathBuf,
+    helm_deps: Arc<helm::DepsCache>,
+    kustomize_versions: kustomize::VersionProbe,
+}
+
+impl Tools {
+    pub fn new(
+        supervisor: exec::Supervisor,
+        config: Config,
+        work: PathBuf,
+    ) -> std::io::Result<Self> {
+        for dir in [
+            "views",
+            "helm/cache",
+            "helm/data",
+            "helm/homes",
+            "helm-deps",
+        ] {
+            std::fs::create_dir_all(work.join(dir))?;
+        }
+        let helm_deps = Arc::new(helm::DepsCache::new(work.join("helm-deps")));
+        Ok(Tools {
+            supervisor,
+            config,
+            work,
+            helm_deps,
+            kustomize_versions: Default::default(),
+        })
+    }
+
+    fn views_dir(&self) -> PathBuf {
+        self.work.join("views")
+    }
+
+    /// Runs one tool invocation. `command` is the line reported to users
+    /// (local paths already replaced); failures carry it and the redacted
+    /// stderr tail, with `shown` paths replaced by `.`.
+    async fn run(
+        &self,
+        tool: &'static str,
+        invocation: exec::Invocation,
+        command: &str,
+        shown: &[&Path],
+    ) -> Result<exec::Output, Error> {
+        match self.supervisor.run(invocation).await {
+            Ok(output) => Ok(output),
+            Err(exec::Error::Failed {
+                exit, stderr_tail, ..
+            }) => Err(Error::ToolFailed {
+                tool,
+                command: command.to_string(),
+                exit,
+                stderr: show_paths(&crate::domain::redact_url(stderr_tail.trim()), shown),
+            }),
+            Err(exec::Error::TimedOut { after, .. }) => Err(Error::ToolTimedOut {
+                command: command.to_string(),
+                after,
+            }),
+            Err(err @ exec::Error::Spawn { .. }) => Err(Error::ToolUnavailable {
+                tool,
+                message: err.to_string(),
+            }),
+            Err(err) => Err(Error::ToolFailed {
+                tool,
+                command: command.to_string(),
+                exit: "abnormally".to_string(),
+                stderr: err.to_string(),
+            }),
+        }
+    }
+}
+
+/// Replaces each of `roots` in `text` with `.`, longest first, as Argo CD
+/// shows clone paths.
+pub fn show_paths(text: &str, roots: &[&Path]) -> String {
+    let mut roots: Vec<String> = roots
+        .iter()
+        .map(|r| r.to_string_lossy().into_owned())
+        .filter(|r| !r.is_empty())
+        .collect();
+    roots.sort_by_key(|r| std::cmp::Reverse(r.len()));
+    let mut text = text.to_string();
+    for root in roots {
+        text = text.replace(&root, ".");
+    }
+    text
+}
 
 /// The source types Argo CD knows, as they appear on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +185,32 @@ pub enum Error {
     JsonnetOutput { file: String, message: String },
     #[error("{what} is not implemented yet")]
     NotImplemented { what: String },
+    /// The source asks for something that cannot be: an unknown tool
+    /// version, an unparsable Kubernetes version, a bad override file.
+    #[error("{message}")]
+    InvalidSpec { message: String },
+    /// A value file (or `--set-file` path) that is not allowed.
+    #[error("error resolving helm value files: {message}")]
+    ValueFile { message: String },
+    #[error("error resolving helm value files: values file glob {pattern:?} matched no files")]
+    GlobNoMatch { pattern: String },
+    #[error("failed running {tool}: `{command}` failed {exit}: {stderr}")]
+    ToolFailed {
+        tool: &'static str,
+        command: String,
+        exit: String,
+        stderr: String,
+    },
+    #[error("`{command}` failed timeout after {after:?}")]
+    ToolTimedOut {
+        command: String,
+        after: std::time::Duration,
+    },
+    #[error("{tool} is not available: {message}")]
+    ToolUnavailable { tool: &'static str, message: String },
+    /// The output of a tool is not a stream of Kubernetes objects.
+    #[error("failed to unmarshal manifests from {tool}: {message}")]
+    ToolOutput { tool: &'static str, message: String },
     #[error("failed to read {file:?}: {message}")]
     Io { file: String, message: String },
 }

@@ -31,6 +31,7 @@ pub fn test_config(tls: Tls) -> server::Config {
             base_env: vec![("PATH".into(), std::env::var_os("PATH").unwrap_or_default())],
         },
         git: manifold::git::Config::default(),
+        render: manifold::render::Config::default(),
         shutdown_grace: Duration::from_secs(10),
     }
 }
@@ -123,4 +124,41 @@ pub fn names(manifests: &[String]) -> Vec<String> {
                 .to_string()
         })
         .collect()
+}
+
+/// A plaintext server whose renders use the helm binary `helm` (e.g.
+/// `helm` for v3, `helm4` for v4).
+pub async fn start_with_helm(helm: &str) -> Server {
+    let mut config = test_config(Tls::Disabled);
+    config.render.helm = helm.into();
+    server::start(config).await.expect("server starts")
+}
+
+/// The helm binaries every Helm test runs against: v3 and v4.
+pub const HELM_BINARIES: [&str; 2] = ["helm", "helm4"];
+
+/// A GenerateManifest request for the app at `path` of `url`, at HEAD,
+/// with the given source (path and repo filled in).
+pub fn source_request(url: &str, path: &str, source: ApplicationSource) -> ManifestRequest {
+    let mut request = manifest_request(url, path, "HEAD");
+    let application_source = request.application_source.as_mut().unwrap();
+    *application_source = ApplicationSource {
+        repo_url: url.to_string(),
+        path: path.to_string(),
+        target_revision: "HEAD".to_string(),
+        ..source
+    };
+    request
+}
+
+/// The manifest of `kind` named `name`.
+pub fn find<'a>(
+    manifests: &'a [serde_json::Value],
+    kind: &str,
+    name: &str,
+) -> &'a serde_json::Value {
+    manifests
+        .iter()
+        .find(|m| m["kind"] == kind && m["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {manifests:#?}"))
 }
