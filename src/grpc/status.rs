@@ -33,6 +33,7 @@ fn render_code(err: &render::Error) -> Code {
         render::Error::Unparsable { .. }
         | render::Error::MultipleJsonObjects { .. }
         | render::Error::SymlinkOutsideRepository { .. }
+        | render::Error::OutOfBoundsSymlink { .. }
         | render::Error::BadSymlink { .. }
         | render::Error::InvalidMetadata { .. }
         | render::Error::ListItemNotObject { .. }

@@ -280,6 +280,17 @@ impl Pipeline {
             target_revision: &source.target_revision,
         });
         let repo_root = snapshot.root().to_path_buf();
+        if matches!(source_type, SourceType::Helm | SourceType::Kustomize) {
+            let snapshot = snapshot.clone();
+            let escaping = tokio::task::spawn_blocking(move || {
+                snapshot.escaping_symlink().map(str::to_string)
+            })
+            .await
+            .map_err(join_error)?;
+            if let Some(file) = escaping {
+                return Err(render::Error::OutOfBoundsSymlink { file }.into());
+            }
+        }
         let rendered = match source_type {
             SourceType::Directory => {
                 let options = directory_options(&source, &request.enabled_source_types, &env);

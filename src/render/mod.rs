@@ -162,6 +162,11 @@ pub enum Error {
     Unparsable { file: String, message: String },
     #[error("Found multiple objects in {file:?}. Only single objects are allowed in JSON files.")]
     MultipleJsonObjects { file: String },
+    /// Helm and kustomize follow symlinks anywhere they read, so their
+    /// renders refuse a repository with any escaping symlink (Argo CD's
+    /// rule for every source type).
+    #[error("repository contains out-of-bounds symlinks. file: {file}")]
+    OutOfBoundsSymlink { file: String },
     #[error("illegal filepath in symlink at {file:?}")]
     SymlinkOutsideRepository { file: String },
     #[error("failed to evaluate symlink at {file:?}: {message}")]

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub commit_sha: String,
     /// Submodule paths, relative to the root; their directories are empty.
     submodules: Vec<String>,
+    /// The first symlink whose target leaves the tree, found once.
+    escaping_symlink: std::sync::OnceLock<Option<String>>,
 }
 
 impl Snapshot {
@@ -67,12 +69,74 @@ impl Snapshot {
             .collect()
     }
 
+    /// The first symlink (relative path, in walk order) whose target is
+    /// absolute or whose relative target steps outside the tree at any
+    /// point, as Argo CD's out-of-bounds symlink scan defines it. The walk
+    /// happens once per snapshot; call it from a blocking context.
+    pub fn escaping_symlink(&self) -> Option<&str> {
+        self.escaping_symlink
+            .get_or_init(|| find_escaping_symlink(&self.root))
+            .as_deref()
+    }
+
     /// Resolves the app path `path` (relative to the repository root) to a
     /// directory inside the snapshot, following symlinks and refusing
     /// anything that leaves the root.
     pub fn app_dir(&self, path: &str) -> Result<PathBuf, Error> {
         resolve_app_path(&self.root, path)
     }
+}
+
+fn find_escaping_symlink(root: &Path) -> Option<String> {
+    fn walk(dir: &Path, depth: usize, relative: &str) -> Option<String> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if relative.is_empty() {
+                name.clone()
+            } else {
+                format!("{relative}/{name}")
+            };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_symlink() {
+                let Ok(target) = std::fs::read_link(entry.path()) else {
+                    continue;
+                };
+                if escapes(&target, depth) {
+                    return Some(path);
+                }
+            } else if kind.is_dir() {
+                if let Some(found) = walk(&entry.path(), depth + 1, &path) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+    walk(root, 0, "")
+}
+
+/// Whether a link target, from a directory `depth` levels below the root,
+/// is absolute or passes above the root at any step.
+fn escapes(target: &Path, depth: usize) -> bool {
+    let mut depth = depth as i64;
+    for component in target.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return true,
+        }
+    }
+    false
 }
 
 /// Resolves `path` inside `root` (which must be canonical). Errors name the
@@ -178,6 +242,7 @@ impl Snapshots {
                     root,
                     commit_sha: commit_sha.to_string(),
                     submodules: report.submodules,
+                    escaping_symlink: Default::default(),
                 }))
             })
             .await?;
@@ -188,6 +253,22 @@ impl Snapshots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_symlinks_that_leave_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("../x", root.join("a/b/ok")).unwrap();
+        std::os::unix::fs::symlink("dangling", root.join("a/fine")).unwrap();
+        assert_eq!(find_escaping_symlink(&root), None);
+        // Leaves and comes back: still a violation, as in Argo CD.
+        std::os::unix::fs::symlink("../../../tmp/../x", root.join("a/b/back")).unwrap();
+        assert_eq!(find_escaping_symlink(&root).as_deref(), Some("a/b/back"));
+        std::fs::remove_file(root.join("a/b/back")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("abs")).unwrap();
+        assert_eq!(find_escaping_symlink(&root).as_deref(), Some("abs"));
+    }
 
     #[test]
     fn confines_app_paths() {
