@@ -196,13 +196,10 @@ fn objects(json: &str) -> Result<Vec<serde_json::Value>, String> {
 fn library_dirs(root: &Path, libs: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut dirs = Vec::with_capacity(libs.len());
     for lib in libs {
-        if Path::new(lib).is_absolute() {
-            return Err(format!(
-                "library path {lib:?} must be relative to the repository root"
-            ));
-        }
         let outside = || format!("library path {lib:?} resolved to outside repository root");
-        let joined = normalize(&root.join(lib));
+        // An absolute path names a directory from the repository root, as
+        // in Argo CD (`/vendor` is `<root>/vendor`).
+        let joined = normalize(&root.join(lib.trim_start_matches('/')));
         if !joined.starts_with(root) {
             return Err(outside());
         }
@@ -1380,7 +1377,8 @@ mod tests {
     #[test]
     fn library_path_escaping_the_root_is_an_error() {
         let f = Fixture::new();
-        for lib in ["../outside", "app/../../outside", "/etc"] {
+        // `/etc` would be `<root>/etc` (absent, so harmless), as in Argo CD.
+        for lib in ["../outside", "app/../../outside", "/../outside"] {
             let options = Options {
                 libs: vec![lib.to_string()],
                 ..Options::default()
