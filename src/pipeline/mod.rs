@@ -262,13 +262,22 @@ impl Pipeline {
             });
         }
 
-        let mut source = request.source.clone();
-        source.merge_override_files(&app_dir, &request.tracking.app_name)?;
-        let source_type = render::detect_source_type(
-            &app_dir,
-            &source.explicit_types(),
-            &request.enabled_source_types,
-        )?;
+        let (source, source_type) = {
+            let mut source = request.source.clone();
+            let (app_dir, root) = (app_dir.clone(), snapshot.root().to_path_buf());
+            let (app_name, enabled) = (
+                request.tracking.app_name.clone(),
+                request.enabled_source_types.clone(),
+            );
+            tokio::task::spawn_blocking(move || -> Result<_, Error> {
+                source.merge_override_files(&app_dir, &root, &app_name)?;
+                let source_type =
+                    render::detect_source_type(&app_dir, &source.explicit_types(), &enabled)?;
+                Ok((source, source_type))
+            })
+            .await
+            .map_err(join_error)??
+        };
         let repo_url_shown = request.repo_url.redacted();
         let env = BuildEnv::new(BuildEnvInput {
             app_name: &request.tracking.app_name,

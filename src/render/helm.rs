@@ -55,8 +55,8 @@ fn release_name(source: &SourceSpec, app_name: &str) -> String {
         return helm.release_name.clone();
     }
     match app_name.split_once('_') {
-        Some((_, name)) => name.to_string(),
-        None => app_name.to_string(),
+        Some((_, name)) if !name.is_empty() => name.to_string(),
+        _ => app_name.to_string(),
     }
 }
 
@@ -221,23 +221,35 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(matches)
 }
 
+/// A `$name/...` path names a file in another source of a multi-source
+/// application (unless `$name` is a build variable); not built yet.
+fn refuse_other_source(raw: &str, env: &BuildEnv) -> Result<(), Error> {
+    let Some(first) = raw.strip_prefix('$') else {
+        return Ok(());
+    };
+    let name = first.split('/').next().unwrap_or_default();
+    let name = name.trim_start_matches('{').trim_end_matches('}');
+    if env.vars().iter().any(|(var, _)| var == name) || name == "$" {
+        return Ok(());
+    }
+    Err(Error::NotImplemented {
+        what: format!("value files from other sources ({raw})"),
+    })
+}
+
 /// The value files of the source, resolved, in Argo CD's order.
 fn resolve_value_files(request: &HelmRequest<'_>) -> Result<Vec<Resolved>, Error> {
     let Some(helm) = &request.source.helm else {
         return Ok(Vec::new());
     };
+    for raw in &helm.value_files {
+        refuse_other_source(raw, request.env)?;
+    }
     let references: Vec<String> = helm
         .value_files
         .iter()
         .map(|f| request.env.substitute(f))
         .collect();
-    for reference in &references {
-        if reference.starts_with('$') {
-            return Err(Error::NotImplemented {
-                what: format!("value files from other sources ({reference})"),
-            });
-        }
-    }
     // Files listed explicitly keep their own position even when a glob
     // earlier in the list matches them too.
     let explicit: HashSet<Resolved> = references
@@ -310,7 +322,8 @@ fn resolved_arg(resolved: &Resolved) -> String {
 struct Template {
     args: Vec<String>,
     shown: Vec<String>,
-    extra_values: Option<String>,
+    /// Inline values, and the index in `args` where their file goes.
+    extra_values: Option<(String, usize)>,
 }
 
 fn template_args(request: &HelmRequest<'_>) -> Result<Template, Error> {
@@ -354,6 +367,7 @@ fn template_args(request: &HelmRequest<'_>) -> Result<Template, Error> {
     }
     let mut set_file = BTreeMap::new();
     for parameter in &helm.file_parameters {
+        refuse_other_source(&parameter.path, request.env)?;
         let reference = request.env.substitute(&parameter.path);
         let resolved = resolve_reference(request, &reference, true)?;
         set_file.insert(parameter.name.clone(), resolved_arg(&resolved));
@@ -375,7 +389,7 @@ fn template_args(request: &HelmRequest<'_>) -> Result<Template, Error> {
     }
     let values = helm.values_yaml();
     let mut shown = args.clone();
-    let extra_values = (!values.is_empty()).then_some(values);
+    let extra_values = (!values.is_empty()).then(|| (values, args.len() + 1));
     if extra_values.is_some() {
         // The path is filled in once the private directory exists.
         args.extend(["--values".into(), String::new()]);
@@ -401,6 +415,38 @@ fn template_args(request: &HelmRequest<'_>) -> Result<Template, Error> {
         shown,
         extra_values,
     })
+}
+
+/// As Argo CD shows a failed `helm template`: each run of
+/// `--api-versions X` replaced by `<api versions removed> ` (the list can be
+/// long and is the same for every app).
+fn remove_api_versions(command: &str) -> String {
+    let mut out = String::with_capacity(command.len());
+    let mut rest = command;
+    while let Some(start) = rest.find("--api-versions ") {
+        out.push_str(&rest[..start]);
+        let mut end = start;
+        let mut removed = false;
+        while rest[end..].starts_with("--api-versions ") {
+            let value_start = end + "--api-versions ".len();
+            match rest[value_start..].find(' ') {
+                Some(space) => {
+                    end = value_start + space + 1;
+                    removed = true;
+                }
+                None => break,
+            }
+        }
+        if removed {
+            out.push_str("<api versions removed> ");
+            rest = &rest[end..];
+        } else {
+            out.push_str(&rest[start..]);
+            rest = "";
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn is_missing_dependency(stderr: &str) -> bool {
@@ -463,7 +509,7 @@ fn hash_tree(hasher: &mut Sha256, dir: &Path, depth: usize) -> std::io::Result<(
             hasher.update(b"d");
             hash_tree(hasher, &entry.path(), depth + 1)?;
             hasher.update(b"/");
-        } else {
+        } else if kind.is_file() {
             hasher.update(b"f");
             let bytes = std::fs::read(entry.path())?;
             hasher.update((bytes.len() as u64).to_le_bytes());
@@ -478,7 +524,11 @@ fn hash_tree(hasher: &mut Sha256, dir: &Path, depth: usize) -> std::io::Result<(
 /// declarations, lock, the charts already vendored, and the contents of
 /// every local (`file://`) dependency. `None` when the chart declares no
 /// dependencies.
-fn dependency_key(chart_dir: &Path, helm: &Path) -> Option<String> {
+fn dependency_key(
+    chart_dir: &Path,
+    repo_root: &Path,
+    helm: &Path,
+) -> Result<Option<String>, Error> {
     let mut hasher = Sha256::new();
     hasher.update(helm.as_os_str().as_encoded_bytes());
     let mut declared = Vec::new();
@@ -503,16 +553,11 @@ fn dependency_key(chart_dir: &Path, helm: &Path) -> Option<String> {
         }
     }
     if declared.is_empty() {
-        return None;
+        return Ok(None);
     }
-    if let Ok(entries) = std::fs::read_dir(chart_dir.join("charts")) {
-        let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
-        names.sort();
-        for name in names {
-            hasher.update(b"vendored:");
-            hasher.update(name.as_encoded_bytes());
-        }
-    }
+    // Charts already vendored, by content: the build starts from them.
+    hasher.update(b"vendored:");
+    let _ = hash_tree(&mut hasher, &chart_dir.join("charts"), 0);
     for dependency in declared {
         let Some(local) = dependency
             .get("repository")
@@ -521,11 +566,26 @@ fn dependency_key(chart_dir: &Path, helm: &Path) -> Option<String> {
         else {
             continue;
         };
+        // The view's app directory is a copy; its surroundings lead back
+        // into the snapshot, which the dependency must not leave.
+        let resolved = chart_dir.join(local).canonicalize().ok();
+        if resolved
+            .as_ref()
+            .is_some_and(|path| !path.starts_with(repo_root) && !path.starts_with(chart_dir))
+        {
+            return Err(Error::InvalidSpec {
+                message: format!(
+                    "helm dependency repository 'file://{local}' resolves outside the repository"
+                ),
+            });
+        }
         hasher.update(b"local:");
         hasher.update(local.as_bytes());
-        let _ = hash_tree(&mut hasher, &chart_dir.join(local), 0);
+        if let Some(path) = resolved {
+            let _ = hash_tree(&mut hasher, &path, 0);
+        }
     }
-    Some(hex::encode(hasher.finalize()))
+    Ok(Some(hex::encode(hasher.finalize())))
 }
 
 /// Puts a cached dependency build into a chart directory.
@@ -558,20 +618,47 @@ impl Tools {
 
     /// Renders a Helm chart from a snapshot.
     pub async fn helm(&self, request: HelmRequest<'_>) -> Result<Rendered, Error> {
-        let template = template_args(&request)?;
         let views = self.views_dir();
-        let (repo_root, app_dir) = (
-            request.repo_root.to_path_buf(),
-            request.app_dir.to_path_buf(),
-        );
         let helm_path = self.config.helm.clone();
-        let extra_values = template.extra_values.clone();
-        let (view, key) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let view = Scratch::create(&views, &repo_root, &app_dir).map_err(|err| Error::Io {
-                file: ".".into(),
-                message: format!("cannot prepare the chart: {err}"),
-            })?;
-            if let Some(values) = extra_values {
+        // Value-file globs, the copy and the dependency key read the file
+        // system: all on a blocking thread, with owned copies of the request.
+        let owned = (
+            request.app_dir.to_path_buf(),
+            request.repo_root.to_path_buf(),
+            request.source.clone(),
+            request.env.clone(),
+            request.app_name.to_string(),
+            request.namespace.to_string(),
+            request.kube_version.to_string(),
+            request.api_versions.to_vec(),
+            request.values_file_schemes.map(<[String]>::to_vec),
+        );
+        let (template, view, key) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let (app_dir, repo_root, source, env, app_name, namespace, kube, apis, schemes) = owned;
+            let request = HelmRequest {
+                app_dir: &app_dir,
+                repo_root: &repo_root,
+                source: &source,
+                env: &env,
+                app_name: &app_name,
+                namespace: &namespace,
+                kube_version: &kube,
+                api_versions: &apis,
+                values_file_schemes: schemes.as_deref(),
+            };
+            let template = template_args(&request)?;
+            let view = Scratch::create(&views, &repo_root, &app_dir)
+                .and_then(|view| {
+                    // What helm writes must be new files in the view, never
+                    // a write through a link into the snapshot.
+                    view.materialize_links(&["charts", "Chart.lock", "requirements.lock"])?;
+                    Ok(view)
+                })
+                .map_err(|err| Error::Io {
+                    file: ".".into(),
+                    message: format!("cannot prepare the chart: {err}"),
+                })?;
+            if let Some((values, _)) = &template.extra_values {
                 std::fs::write(view.private_dir().join("values.yaml"), values).map_err(|err| {
                     Error::Io {
                         file: ".".into(),
@@ -579,8 +666,8 @@ impl Tools {
                     }
                 })?;
             }
-            let key = dependency_key(view.app_dir(), &helm_path);
-            Ok((view, key))
+            let key = dependency_key(view.app_dir(), &repo_root, &helm_path)?;
+            Ok((template, view, key))
         })
         .await
         .map_err(|err| Error::Io {
@@ -589,11 +676,7 @@ impl Tools {
         })??;
 
         let mut args = template.args.clone();
-        if template.extra_values.is_some() {
-            let slot = args
-                .iter()
-                .position(String::is_empty)
-                .expect("the extra values slot is present");
+        if let Some((_, slot)) = template.extra_values {
             args[slot] = view
                 .private_dir()
                 .join("values.yaml")
@@ -630,7 +713,7 @@ impl Tools {
                     stderr,
                 } => Error::ToolFailed {
                     tool,
-                    command,
+                    command: remove_api_versions(&command),
                     exit,
                     stderr: stderr.replace(
                         extra_values_path.to_string_lossy().as_ref(),
@@ -648,7 +731,7 @@ impl Tools {
                 let built = self
                     .helm_deps
                     .cell(key)
-                    .get_or_try_init(|| self.build_dependencies(key, view.app_dir(), &home))
+                    .get_or_try_init(|| self.build_dependencies(key, view.app_dir(), &home, &roots))
                     .await?
                     .clone();
                 install(&built, view.app_dir()).await?;
@@ -678,6 +761,7 @@ impl Tools {
         key: &str,
         chart_dir: &Path,
         home: &Path,
+        shown: &[&Path],
     ) -> Result<PathBuf, Error> {
         let args = vec!["dependency".to_string(), "build".to_string()];
         let command = command_line("helm", &args);
@@ -686,7 +770,7 @@ impl Tools {
             "helm",
             self.helm_invocation(chart_dir, home, &args),
             &command,
-            &[chart_dir],
+            shown,
         )
         .await
         .map_err(|err| match err {
@@ -763,11 +847,26 @@ mod tests {
     }
 
     #[test]
+    fn removes_api_versions_from_failed_commands() {
+        assert_eq!(
+            remove_api_versions(
+                "helm template . --api-versions a/v1 --api-versions b/v1 --include-crds"
+            ),
+            "helm template . <api versions removed> --include-crds"
+        );
+        assert_eq!(
+            remove_api_versions("helm template . --api-versions a/v1"),
+            "helm template . --api-versions a/v1"
+        );
+    }
+
+    #[test]
     fn release_names() {
         let source = SourceSpec::default();
         assert_eq!(release_name(&source, "argocd_guestbook"), "guestbook");
         assert_eq!(release_name(&source, "guestbook"), "guestbook");
         assert_eq!(release_name(&source, "a_b_c"), "b_c");
+        assert_eq!(release_name(&source, "ns_"), "ns_");
     }
 
     #[test]

@@ -223,7 +223,12 @@ impl Tools {
             );
             let edits = edits.clone();
             let view = tokio::task::spawn_blocking(move || -> Result<Scratch, Error> {
-                let view = Scratch::create(&views, &root, &app).map_err(|err| Error::Io {
+                let view = if enable_helm {
+                    Scratch::create_full(&views, &root, &app)
+                } else {
+                    Scratch::create(&views, &root, &app)
+                };
+                let view = view.map_err(|err| Error::Io {
                     file: ".".into(),
                     message: format!("cannot prepare the kustomization: {err}"),
                 })?;

@@ -247,31 +247,32 @@ pub fn detect_source_type(
             });
         }
     }
-    let mut detected = None;
+    // Argo CD's discovery visits the files in name order; the last match
+    // wins (so `kustomization.yaml` beats `Chart.yaml`, but `MyChart.yaml`
+    // beats `Kustomization`), and disabled types are not discovered.
     let entries = std::fs::read_dir(app_dir).map_err(|err| Error::Io {
         file: ".".to_string(),
         message: err.to_string(),
     })?;
-    for entry in entries.flatten() {
-        let is_file = entry.file_type().map(|t| !t.is_dir()).unwrap_or(false);
-        if !is_file {
-            continue;
-        }
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|entry| entry.file_type().map(|t| !t.is_dir()).unwrap_or(false))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut detected = SourceType::Directory;
+    for name in names {
         if matches!(
-            name.as_ref(),
+            name.as_str(),
             "kustomization.yaml" | "kustomization.yml" | "Kustomization"
-        ) {
-            detected = Some(SourceType::Kustomize);
-        } else if name.ends_with("Chart.yaml") && detected.is_none() {
-            detected = Some(SourceType::Helm);
+        ) && is_enabled(SourceType::Kustomize)
+        {
+            detected = SourceType::Kustomize;
+        } else if name.ends_with("Chart.yaml") && is_enabled(SourceType::Helm) {
+            detected = SourceType::Helm;
         }
     }
-    Ok(match detected {
-        Some(found) if is_enabled(found) => found,
-        _ => SourceType::Directory,
-    })
+    Ok(detected)
 }
 
 #[cfg(test)]
@@ -299,7 +300,17 @@ mod tests {
         let disabled = HashMap::from([("Kustomize".to_string(), false)]);
         assert_eq!(
             detect_source_type(dir.path(), &[], &disabled).unwrap(),
-            SourceType::Directory
+            SourceType::Helm
+        );
+        std::fs::write(dir.path().join("MyChart.yaml"), "").unwrap();
+        std::fs::rename(
+            dir.path().join("kustomization.yaml"),
+            dir.path().join("Kustomization"),
+        )
+        .unwrap();
+        assert_eq!(
+            detect_source_type(dir.path(), &[], &none).unwrap(),
+            SourceType::Helm
         );
         assert_eq!(
             detect_source_type(dir.path(), &[SourceType::Directory], &none).unwrap(),

@@ -56,6 +56,26 @@ impl Scratch {
         })
     }
 
+    /// A view that is a full copy of the snapshot, for tools that may
+    /// write anywhere in the repository (kustomize's chart inflation writes
+    /// next to whichever kustomization declares the chart, often a base).
+    pub fn create_full(parent: &Path, snapshot_root: &Path, app_dir: &Path) -> io::Result<Scratch> {
+        let relative = app_dir
+            .strip_prefix(snapshot_root)
+            .map_err(|_| io::Error::other("app directory is outside the snapshot"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("view-")
+            .tempdir_in(parent)?;
+        let root = dir.path().join("repo");
+        copy_tree(snapshot_root, &root)?;
+        let app_dir = root.join(relative);
+        Ok(Scratch {
+            _dir: dir,
+            root,
+            app_dir,
+        })
+    }
+
     /// The view's repository root.
     pub fn root(&self) -> &Path {
         &self.root
@@ -65,6 +85,34 @@ impl Scratch {
     /// in the repository (inline values, tool homes).
     pub fn private_dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// Replaces these entries of the app directory copy, when they are
+    /// symlinks, by copies of what they point to, so that a tool writing
+    /// there writes new files instead of through a link.
+    pub fn materialize_links(&self, names: &[&str]) -> io::Result<()> {
+        for name in names {
+            let path = self.app_dir.join(name);
+            let Ok(metadata) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !metadata.file_type().is_symlink() {
+                continue;
+            }
+            let target = fs::metadata(&path);
+            let resolved = fs::canonicalize(&path);
+            fs::remove_file(&path)?;
+            match (target, resolved) {
+                (Ok(target), Ok(resolved)) if target.is_dir() => copy_tree(&resolved, &path)?,
+                (Ok(target), Ok(resolved)) if target.is_file() => {
+                    fs::copy(&resolved, &path)?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+                }
+                // Dangling or special: simply gone from the copy.
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The writable copy of the app directory.

@@ -286,10 +286,12 @@ impl SourceSpec {
     pub fn merge_override_files(
         &mut self,
         app_dir: &Path,
+        repo_root: &Path,
         app_name: &str,
     ) -> Result<Vec<String>, Error> {
         let mut names = vec![".argocd-source.yaml".to_string()];
-        if !app_name.is_empty() {
+        // Application names are Kubernetes names: never a path.
+        if !app_name.is_empty() && !app_name.contains('/') && app_name != ".." {
             names.push(format!(".argocd-source-{app_name}.yaml"));
         }
         let mut applied = Vec::new();
@@ -306,7 +308,22 @@ impl SourceSpec {
             let bad = |message: String| Error::InvalidSpec {
                 message: format!("error while parsing source parameters: {name}: {message}"),
             };
-            let text = std::fs::read_to_string(&path).map_err(|err| bad(err.to_string()))?;
+            // Only a regular file inside the repository, of sane size: a
+            // link elsewhere must not become an error message.
+            let real = path
+                .canonicalize()
+                .map_err(|err| bad(err.kind().to_string()))?;
+            if !real.starts_with(repo_root) {
+                return Err(bad("resolves outside the repository".to_string()));
+            }
+            let metadata = std::fs::metadata(&real).map_err(|err| bad(err.kind().to_string()))?;
+            if !metadata.is_file() {
+                return Err(bad("not a regular file".to_string()));
+            }
+            if metadata.len() > MAX_OVERRIDE_FILE_BYTES {
+                return Err(bad(format!("larger than {MAX_OVERRIDE_FILE_BYTES} bytes")));
+            }
+            let text = std::fs::read_to_string(&real).map_err(|err| bad(err.to_string()))?;
             let patch: Value = if text.trim().is_empty() {
                 Value::Null
             } else {
@@ -332,6 +349,9 @@ impl SourceSpec {
         Ok(applied)
     }
 }
+
+/// The largest parameter-override file read.
+const MAX_OVERRIDE_FILE_BYTES: u64 = 1 << 20;
 
 /// RFC 7386 JSON merge patch.
 fn merge_patch(target: &mut Value, patch: &Value) {
@@ -381,7 +401,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        let applied = source.merge_override_files(dir.path(), "app").unwrap();
+        let applied = source
+            .merge_override_files(dir.path(), dir.path(), "app")
+            .unwrap();
         assert_eq!(
             applied,
             vec![".argocd-source.yaml", ".argocd-source-app.yaml"]
@@ -397,11 +419,15 @@ mod tests {
         std::fs::write(dir.path().join(".argocd-source.yaml"), "helm: null\n").unwrap();
         std::fs::remove_file(dir.path().join(".argocd-source-app.yaml")).unwrap();
         std::fs::create_dir(dir.path().join(".argocd-source-app.yaml")).unwrap();
-        source.merge_override_files(dir.path(), "app").unwrap();
+        source
+            .merge_override_files(dir.path(), dir.path(), "app")
+            .unwrap();
         assert!(source.helm.is_none());
 
         std::fs::write(dir.path().join(".argocd-source.yaml"), "helm: [1").unwrap();
-        let err = source.merge_override_files(dir.path(), "app").unwrap_err();
+        let err = source
+            .merge_override_files(dir.path(), dir.path(), "app")
+            .unwrap_err();
         assert!(err
             .to_string()
             .starts_with("error while parsing source parameters: .argocd-source.yaml: "));
