@@ -167,8 +167,9 @@ pub fn normalize_kube_version(version: &str) -> Option<String> {
     Some(numbers?.join("."))
 }
 
-/// A command line as Argo CD reports it: arguments holding whitespace are
-/// Go-quoted, empty ones shown as `""`.
+/// A command line as Argo CD reports it (`GetCommandArgsToLog`): arguments
+/// holding whitespace are Go-quoted (`strconv.Quote`), empty ones shown as
+/// `""`.
 pub fn command_line<S: AsRef<OsStr>>(program: &str, args: &[S]) -> String {
     let mut line = String::from(program);
     for arg in args {
@@ -177,7 +178,7 @@ pub fn command_line<S: AsRef<OsStr>>(program: &str, args: &[S]) -> String {
         if arg.is_empty() {
             line.push_str("\"\"");
         } else if arg.chars().any(char::is_whitespace) {
-            line.push_str(&serde_json::to_string(arg.as_ref()).unwrap_or_default());
+            line.push_str(&super::kustomize_edit::go_quote(&arg));
         } else {
             line.push_str(&arg);
         }

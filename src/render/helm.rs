@@ -705,22 +705,16 @@ impl Tools {
                 &roots,
             )
             .await
-            .map_err(|err| match err {
-                Error::ToolFailed {
-                    tool,
-                    command,
-                    exit,
-                    stderr,
-                } => Error::ToolFailed {
-                    tool,
-                    command: remove_api_versions(&command),
-                    exit,
-                    stderr: stderr.replace(
-                        extra_values_path.to_string_lossy().as_ref(),
-                        EXTRA_VALUES_SHOWN,
-                    ),
-                },
-                other => other,
+            .map_err(|err| {
+                err.map_tool_failure(
+                    |command| remove_api_versions(&command),
+                    |stderr| {
+                        stderr.replace(
+                            extra_values_path.to_string_lossy().as_ref(),
+                            EXTRA_VALUES_SHOWN,
+                        )
+                    },
+                )
             })
         };
         let output = match run().await {
@@ -773,19 +767,11 @@ impl Tools {
             shown,
         )
         .await
-        .map_err(|err| match err {
-            Error::ToolFailed {
-                tool,
-                command,
-                exit,
-                stderr,
-            } => Error::ToolFailed {
-                tool,
-                command,
-                exit,
-                stderr: format!("error building helm chart dependencies: {stderr}"),
-            },
-            other => other,
+        .map_err(|err| {
+            err.map_tool_failure(
+                |command| command,
+                |stderr| format!("error building helm chart dependencies: {stderr}"),
+            )
         })?;
         let destination = self.helm_deps.dir.join(key);
         let staging = self

@@ -285,25 +285,16 @@ fn plan(edits: &Edits) -> Vec<Step> {
     steps
 }
 
-/// argo-cd util/exec/exec.go `GetCommandArgsToLog`: empty args shown as
-/// `""`, args containing white space Go-quoted, joined with spaces.
+/// argo-cd util/exec/exec.go `GetCommandArgsToLog`.
 fn command_line_to_log(argv: &[String]) -> String {
-    argv.iter()
-        .map(|arg| {
-            if arg.is_empty() {
-                "\"\"".to_string()
-            } else if arg.chars().any(char::is_whitespace) {
-                go_quote(arg)
-            } else {
-                arg.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    match argv.split_first() {
+        Some((program, args)) => super::env::command_line(program, args),
+        None => String::new(),
+    }
 }
 
 /// Go's `strconv.Quote`.
-fn go_quote(s: &str) -> String {
+pub(super) fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -119,6 +119,31 @@ impl Tools {
     }
 }
 
+impl Error {
+    /// Rewrites the command and stderr of a tool failure; other errors
+    /// pass unchanged.
+    fn map_tool_failure(
+        self,
+        command: impl FnOnce(String) -> String,
+        stderr: impl FnOnce(String) -> String,
+    ) -> Self {
+        match self {
+            Error::ToolFailed {
+                tool,
+                command: line,
+                exit,
+                stderr: tail,
+            } => Error::ToolFailed {
+                tool,
+                command: command(line),
+                exit,
+                stderr: stderr(tail),
+            },
+            other => other,
+        }
+    }
+}
+
 /// Replaces each of `roots` in `text` with `.`, longest first, as Argo CD
 /// shows clone paths.
 pub fn show_paths(text: &str, roots: &[&Path]) -> String {
