@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{exec, git, render, server};
+use crate::{exec, git, pipeline, render, server};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -133,6 +133,21 @@ pub struct ServeArgs {
     pub git_retry_max_duration: String,
     #[arg(long, hide = true, env = "TMPDIR", default_value = "/tmp")]
     pub tmpdir: PathBuf,
+    /// Most manifest generations at once; 0 means unlimited.
+    #[arg(
+        long = "parallelismlimit",
+        env = "ARGOCD_REPO_SERVER_PARALLELISM_LIMIT",
+        default_value = "0"
+    )]
+    pub parallelism_limit: String,
+    /// Most bytes of manifest files one Directory app may combine (a
+    /// Kubernetes quantity such as `10M` or `64Mi`); 0 means unlimited.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_MAX_COMBINED_DIRECTORY_MANIFESTS_SIZE",
+        default_value = "10M"
+    )]
+    pub max_combined_directory_manifests_size: String,
     /// The helm binary (v3 or v4); `helm` on PATH by default.
     #[arg(long, env = "MANIFOLD_HELM_PATH", default_value = "helm")]
     pub helm_path: PathBuf,
@@ -213,6 +228,46 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|_| format!("duration {text:?} is out of range"))
 }
 
+/// Parses a Kubernetes quantity (`10M`, `64Mi`, `1.5G`, `1e6`, `100`)
+/// into a whole number of bytes, rounding up as Kubernetes does.
+pub fn parse_quantity(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    let multiplier: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent if exponent.starts_with(['e', 'E']) => {
+            let power: i32 = exponent[1..]
+                .parse()
+                .map_err(|_| format!("{text:?} is not a quantity"))?;
+            10f64.powi(power)
+        }
+        _ => return Err(format!("{text:?} is not a quantity")),
+    };
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a quantity"))?;
+    let bytes = (number * multiplier).ceil();
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
 fn socket_addr(name: &'static str, host: &str, port: u16) -> Result<SocketAddr, Error> {
     let ip: IpAddr = host
         .trim_matches(|c| c == '[' || c == ']')
@@ -282,6 +337,14 @@ impl ServeArgs {
                 base_env.push((OsString::from(*name), value));
             }
         }
+        let parallelism_limit: i64 = self.parallelism_limit.trim().parse().map_err(|_| {
+            invalid(
+                "--parallelismlimit",
+                format!("{:?} is not an integer", self.parallelism_limit),
+            )
+        })?;
+        let max_combined = parse_quantity(&self.max_combined_directory_manifests_size)
+            .map_err(|m| invalid("--max-combined-directory-manifests-size", m))?;
         Ok(server::Config {
             grpc_addr: socket_addr("--address", &self.address, self.port)?,
             http_addr: socket_addr(
@@ -305,6 +368,12 @@ impl ServeArgs {
                 fatal_timeout: duration("ARGOCD_EXEC_FATAL_TIMEOUT", &self.exec_fatal_timeout)?,
                 max_stdout_bytes: 1 << 30,
                 base_env,
+            },
+            pipeline: pipeline::Config {
+                // Argo CD treats anything below 1 as unlimited.
+                parallelism_limit: (parallelism_limit >= 1)
+                    .then(|| usize::try_from(parallelism_limit).unwrap_or(usize::MAX)),
+                max_combined_directory_manifests_bytes: (max_combined > 0).then_some(max_combined),
             },
             shutdown_grace: duration("--shutdown-grace-period", &self.shutdown_grace_period)?,
             git: git::Config {
@@ -357,6 +426,37 @@ mod tests {
         assert_eq!(config.http_addr.port(), 8084);
         assert!(matches!(config.tls, server::Tls::Disabled));
         assert_eq!(config.exec.fatal_timeout, Duration::from_secs(10));
+        assert_eq!(config.pipeline.parallelism_limit, None);
+        assert_eq!(
+            config.pipeline.max_combined_directory_manifests_bytes,
+            Some(10_000_000)
+        );
+        let cli = Cli::try_parse_from([
+            "manifold",
+            "serve",
+            "--parallelismlimit",
+            "3",
+            "--max-combined-directory-manifests-size",
+            "0",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        let config = args.server_config().unwrap();
+        assert_eq!(config.pipeline.parallelism_limit, Some(3));
+        assert_eq!(config.pipeline.max_combined_directory_manifests_bytes, None);
+    }
+
+    #[test]
+    fn parses_kubernetes_quantities() {
+        assert_eq!(parse_quantity("10M").unwrap(), 10_000_000);
+        assert_eq!(parse_quantity("64Mi").unwrap(), 64 << 20);
+        assert_eq!(parse_quantity("1.5k").unwrap(), 1500);
+        assert_eq!(parse_quantity("1e3").unwrap(), 1000);
+        assert_eq!(parse_quantity("100").unwrap(), 100);
+        assert_eq!(parse_quantity("0").unwrap(), 0);
+        assert!(parse_quantity("10 MB").is_err());
+        assert!(parse_quantity("M").is_err());
+        assert!(parse_quantity("-1").is_err());
     }
 
     #[test]

@@ -8,18 +8,22 @@
 //! - [`grpc`], [`http`]: the transports. Only [`grpc`] knows protobuf types.
 //! - [`pipeline`]: the request pipeline (resolve, fetch, snapshot, render)
 //!   in domain types.
-//! - [`source`], [`render`], [`git`]: snapshots of commits, the renderers and
-//!   the git object stores.
-//! - [`exec`]: the process supervisor, the only place that spawns programs.
+//! - [`source`], [`render`], [`git`], [`cache`]: snapshots of commits, the
+//!   renderers, the git object stores, keys and single-flight.
+//! - [`exec`]: the process supervisor, the only place that spawns programs,
+//!   and the reaper of orphaned descendants.
+//! - [`metrics`]: every metric family, registered once.
 //! - [`domain`]: plain value types shared by everything above.
 //! - [`config`]: flags and environment, parsed and validated once.
 
+pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod exec;
 pub mod git;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod render;
 pub mod server;

@@ -17,7 +17,8 @@ use tonic::transport::{Identity, ServerTlsConfig};
 use crate::grpc::proto::repository::repo_server_service_server::RepoServerServiceServer;
 use crate::grpc::proto::version::version_service_server::VersionServiceServer;
 use crate::grpc::{RepoServer, VersionServer};
-use crate::pipeline::Pipeline;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Pipeline};
 use crate::{exec, git, render, source};
 
 /// How the gRPC port speaks.
@@ -45,6 +46,7 @@ pub struct Config {
     pub exec: exec::Config,
     pub git: git::Config,
     pub render: render::Config,
+    pub pipeline: pipeline::Config,
     /// How long a stop waits for in-flight requests and open connections
     /// before closing them anyway.
     pub shutdown_grace: Duration,
@@ -80,6 +82,7 @@ pub struct Server {
     shutdown_grace: Duration,
     grpc_task: JoinHandle<Result<(), Error>>,
     http_task: JoinHandle<Result<(), Error>>,
+    janitor: JoinHandle<()>,
     /// Removed (with every store and snapshot) when the server is dropped.
     _work_dir: tempfile::TempDir,
 }
@@ -102,6 +105,7 @@ impl Server {
     /// grace period; connections still open then are closed), then returns.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         let _ = self.stop.send(true);
+        self.janitor.abort();
         let drained = tokio::time::timeout(self.shutdown_grace, async {
             let grpc = (&mut self.grpc_task).await;
             let http = (&mut self.http_task).await;
@@ -125,6 +129,12 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.janitor.abort();
     }
 }
 
@@ -176,7 +186,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         })?;
     }
 
-    let supervisor = exec::Supervisor::new(config.exec.clone());
+    let metrics = Arc::new(Metrics::new());
+    let supervisor = exec::Supervisor::with_metrics(config.exec.clone(), metrics.exec.clone());
     let render_dir = work_dir.path().join("render");
     let tools = render::Tools::new(
         supervisor.clone(),
@@ -189,7 +200,33 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     })?;
     let stores = Arc::new(git::Stores::new(repos_dir, config.git.clone(), supervisor));
     let snapshots = Arc::new(source::Snapshots::new(snapshots_dir));
-    let pipeline = Arc::new(Pipeline::new(stores, snapshots, Arc::new(tools)));
+    let janitor = tokio::spawn({
+        // Unused snapshots are also dropped when renders ask for others;
+        // this catches the ones left when traffic stops.
+        let snapshots = Arc::downgrade(&snapshots);
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                let Some(snapshots) = snapshots.upgrade() else {
+                    return;
+                };
+                let dropped = tokio::task::spawn_blocking(move || snapshots.sweep())
+                    .await
+                    .unwrap_or(0);
+                if dropped > 0 {
+                    tracing::debug!(dropped, "removed unused snapshots");
+                }
+            }
+        }
+    });
+    let pipeline = Arc::new(Pipeline::new(
+        stores,
+        snapshots,
+        Arc::new(tools),
+        config.pipeline.clone(),
+        metrics.render.clone(),
+    ));
     let mut private_paths = vec![work_dir.path().to_path_buf()];
     if let Ok(canonical) = work_dir.path().canonicalize() {
         private_paths.push(canonical);
@@ -259,7 +296,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     });
     let http_stop = wait_for_stop(stopped);
     let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, crate::http::router())
+        axum::serve(http_listener, crate::http::router(metrics))
             .with_graceful_shutdown(http_stop)
             .await
             .map_err(|err| Error::Serve {
@@ -275,6 +312,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         shutdown_grace: config.shutdown_grace,
         grpc_task,
         http_task,
+        janitor,
         _work_dir: work_dir,
     })
 }

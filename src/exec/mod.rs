@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod reaper;
+
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -117,10 +119,14 @@ pub enum Error {
         exit: String,
         stderr_tail: String,
     },
-    #[error("{program} timed out after {after:?}: {stderr_tail}")]
+    #[error("{program} timed out after {after:?}{}: {stderr_tail}", killed_note(.killed_after))]
     TimedOut {
         program: String,
+        /// The exec timeout, when the group got SIGTERM.
         after: Duration,
+        /// When the group ignored SIGTERM: the time (timeout plus fatal
+        /// timeout) at which it got SIGKILL.
+        killed_after: Option<Duration>,
         stderr_tail: String,
     },
     #[error("{program} wrote more than {limit} bytes to stdout")]
@@ -133,10 +139,28 @@ pub enum Error {
     },
 }
 
+/// The part of a timeout message that says the group had to be killed.
+pub fn killed_note(killed_after: &Option<Duration>) -> String {
+    match killed_after {
+        Some(at) => format!(" (SIGTERM ignored; killed after {at:?})"),
+        None => String::new(),
+    }
+}
+
 /// Runs programs. Cheap to clone; holds no per-run state.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
     config: Config,
+    metrics: crate::metrics::ExecMetrics,
+}
+
+/// Counts a running program in the metrics until dropped.
+struct Running(crate::metrics::ExecMetrics);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.dec();
+    }
 }
 
 /// Kills a process group when dropped, unless disarmed. Guards the window
@@ -164,13 +188,24 @@ impl GroupGuard {
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        self.kill(Signal::SIGKILL);
+        if self.pgid.is_some() {
+            self.kill(Signal::SIGKILL);
+            reaper::wake();
+        }
     }
 }
 
 impl Supervisor {
+    /// A supervisor; makes this process the child subreaper of its
+    /// descendants (see [`reaper`]).
     pub fn new(config: Config) -> Self {
-        Supervisor { config }
+        Self::with_metrics(config, Default::default())
+    }
+
+    /// A supervisor that reports into `metrics`.
+    pub fn with_metrics(config: Config, metrics: crate::metrics::ExecMetrics) -> Self {
+        reaper::start();
+        Supervisor { config, metrics }
     }
 
     /// Runs `invocation` to completion. A non-zero exit is an error carrying
@@ -194,13 +229,23 @@ impl Supervisor {
             .process_group(0)
             .kill_on_drop(true);
 
-        let mut child = command.spawn().map_err(|source| Error::Spawn {
+        // Registered with the reaper before it can exit, so the reaper
+        // leaves it to us.
+        let (mut child, managed) = reaper::spawn_managed(|| {
+            let child = command.spawn()?;
+            let pid = child.id();
+            Ok((child, pid))
+        })
+        .map_err(|source| Error::Spawn {
             program: program.clone(),
             source,
         })?;
         let mut guard = GroupGuard {
             pgid: child.id().map(|pid| Pid::from_raw(pid as i32)),
         };
+        let _managed = managed;
+        self.metrics.running.inc();
+        let _running = Running(self.metrics.clone());
 
         if let (Some(bytes), Some(mut stdin)) = (invocation.stdin, child.stdin.take()) {
             // Written from a task so a program that does not read its stdin
@@ -217,6 +262,7 @@ impl Supervisor {
         let stderr_task = tokio::spawn(read_tail(stderr, STDERR_TAIL_BYTES));
 
         let mut timed_out = false;
+        let mut killed_after = None;
         let wait_result = match self.config.timeout {
             None => child.wait().await,
             Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
@@ -227,6 +273,7 @@ impl Supervisor {
                     match tokio::time::timeout(self.config.fatal_timeout, child.wait()).await {
                         Ok(status) => status,
                         Err(_) => {
+                            killed_after = Some(limit + self.config.fatal_timeout);
                             guard.kill(Signal::SIGKILL);
                             child.wait().await
                         }
@@ -238,6 +285,7 @@ impl Supervisor {
         // which also closes pipes those processes held open.
         guard.kill(Signal::SIGKILL);
         guard.disarm();
+        reaper::wake();
 
         let status = wait_result.map_err(|source| Error::Io {
             program: program.clone(),
@@ -282,6 +330,7 @@ impl Supervisor {
             return Err(Error::TimedOut {
                 program,
                 after: self.config.timeout.unwrap_or_default(),
+                killed_after,
                 stderr_tail,
             });
         }
@@ -400,31 +449,68 @@ mod tests {
         assert!(matches!(err, Error::OutputTooLarge { limit: 1024, .. }));
     }
 
+    /// Waits until no process (not even a zombie) is left in `pgid`.
+    async fn group_gone(pgid: i32) -> bool {
+        for _ in 0..100 {
+            if reaper::group_members(pgid).is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// A script that ignores SIGTERM, starts a grandchild that does too,
+    /// writes its group id (its own pid: it leads the group) to `pgid_file`,
+    /// and sleeps.
+    fn stubborn(pgid_file: &std::path::Path) -> String {
+        format!(
+            "trap '' TERM; (trap '' TERM; sleep 30) & echo $$ > {}.tmp; mv {0}.tmp {0}; sleep 30",
+            pgid_file.display()
+        )
+    }
+
+    async fn read_pgid(pgid_file: &std::path::Path) -> i32 {
+        for _ in 0..100 {
+            if let Ok(text) = std::fs::read_to_string(pgid_file) {
+                return text.trim().parse().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the script never wrote its group id");
+    }
+
     #[tokio::test]
     async fn timeout_kills_the_whole_group_even_when_term_is_ignored() {
         let sup = supervisor(Duration::from_millis(200));
         let marker = tempfile::tempdir().unwrap();
-        let pidfile = marker.path().join("pid");
-        let script = format!(
-            "trap '' TERM; (trap '' TERM; sleep 30) & echo $! > {}; sleep 30",
-            pidfile.display()
-        );
+        let pgid_file = marker.path().join("pgid");
         let err = sup
-            .run(Invocation::new("sh", "/").args(["-c", &script]))
+            .run(Invocation::new("sh", "/").args(["-c", &stubborn(&pgid_file)]))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::TimedOut { .. }));
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // The grandchild was in the group and got SIGKILL; it is either gone
-        // or a zombie awaiting its (dead) parent's reaper.
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(
-            state.is_empty() || state.contains(") Z"),
-            "grandchild still running: {state}"
+            matches!(&err, Error::TimedOut { killed_after: Some(after), .. } if *after == Duration::from_millis(500)),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("SIGTERM ignored"), "{err}");
+        let pgid = read_pgid(&pgid_file).await;
+        // The grandchild got SIGKILL with its group and, orphaned, was
+        // re-parented to this process and reaped.
+        assert!(group_gone(pgid).await, "group {pgid} survived");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_run_kills_the_group() {
+        let sup = supervisor(Duration::from_secs(60));
+        let marker = tempfile::tempdir().unwrap();
+        let pgid_file = marker.path().join("pgid");
+        let script = stubborn(&pgid_file);
+        let run = sup.run(Invocation::new("sh", "/").args(["-c", &script]));
+        let pgid = tokio::select! {
+            _ = run => panic!("the script finished"),
+            pgid = read_pgid(&pgid_file) => pgid,
+        };
+        assert!(group_gone(pgid).await, "group {pgid} survived");
     }
 }

@@ -272,6 +272,19 @@ impl RepoStore {
                 message: format!("cannot export commit {commit_sha}: {err}"),
             })
     }
+
+    /// [`Self::export_tree`] on the calling (blocking) thread.
+    pub fn export_tree_blocking(
+        &self,
+        repo_url: &RepoUrl,
+        commit_sha: &str,
+        destination: &Path,
+    ) -> Result<ExportReport, Error> {
+        export_tree(&self.path, commit_sha, destination).map_err(|err| Error::Store {
+            repo_url: repo_url.redacted(),
+            message: format!("cannot export commit {commit_sha}: {err}"),
+        })
+    }
 }
 
 fn export_tree(store: &Path, sha: &str, destination: &Path) -> std::io::Result<ExportReport> {

@@ -38,7 +38,8 @@ fn render_code(err: &render::Error) -> Code {
         | render::Error::InvalidMetadata { .. }
         | render::Error::ListItemNotObject { .. }
         | render::Error::Jsonnet { .. }
-        | render::Error::JsonnetOutput { .. } => Code::FailedPrecondition,
+        | render::Error::JsonnetOutput { .. }
+        | render::Error::ManifestsTooLarge { .. } => Code::FailedPrecondition,
         render::Error::InvalidGlob { .. } | render::Error::MultipleSourceTypes { .. } => {
             Code::InvalidArgument
         }
@@ -62,6 +63,7 @@ fn pipeline_code(err: &pipeline::Error) -> Code {
         pipeline::Error::Render(err) => render_code(err),
         pipeline::Error::NotImplemented { .. } => Code::Unimplemented,
         pipeline::Error::Internal { .. } => Code::Internal,
+        pipeline::Error::Shared(err) => pipeline_code(err),
     }
 }
 

@@ -4,11 +4,17 @@
 //! It knows nothing of protobuf (the gRPC layer converts) and spawns no
 //! processes itself (git and tools run through [`crate::exec`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::domain::{RepoUrl, Tracking};
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::cache::{self, flight::Flights};
+use crate::domain::{RepoUrl, Tracking, TrackingMethod};
 use crate::git::{self, Resolved};
+use crate::metrics::RenderMetrics;
 use crate::render::env::{BuildEnv, BuildEnvInput};
 use crate::render::helm::{HelmRequest, Rendered};
 use crate::render::kustomize::{KustomizeOptions, KustomizeRequest};
@@ -29,6 +35,20 @@ pub enum Error {
     NotImplemented { what: String },
     #[error("internal error: {message}")]
     Internal { message: String },
+    /// The error of a render this request shared with others.
+    #[error(transparent)]
+    Shared(Arc<Error>),
+}
+
+/// Limits and concurrency of the render stage.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Most manifest generations at once (`--parallelismlimit`); `None`
+    /// means unlimited.
+    pub parallelism_limit: Option<usize>,
+    /// Most bytes of manifest files a Directory app may combine
+    /// (`--max-combined-directory-manifests-size`); `None` means unlimited.
+    pub max_combined_directory_manifests_bytes: Option<u64>,
 }
 
 /// The kind of repository a request names.
@@ -98,8 +118,98 @@ fn looks_like_semver_constraint(revision: &str) -> bool {
 
 pub struct Pipeline {
     stores: Arc<git::Stores>,
+    renderer: Arc<Renderer>,
+    /// Renders in progress, shared by identical concurrent requests.
+    renders: Flights<Result<ManifestResult, Arc<Error>>>,
+}
+
+/// The render stage (DESIGN.md step 6 and 7): everything after the
+/// revision is resolved, run as one shared, cancellable task per render.
+struct Renderer {
+    stores: Arc<git::Stores>,
     snapshots: Arc<source::Snapshots>,
     tools: Arc<render::Tools>,
+    config: Config,
+    permits: Option<Arc<Semaphore>>,
+    metrics: RenderMetrics,
+}
+
+/// A held parallelism permit, counted in the metrics.
+struct Permit {
+    _permit: Option<OwnedSemaphorePermit>,
+    metrics: RenderMetrics,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self._permit.is_some() {
+            self.metrics.permits_in_use.dec();
+        }
+    }
+}
+
+/// Every field of a request that can change a render's output, in a
+/// deterministic encoding, for [`cache::key::render`].
+#[derive(Serialize)]
+struct RenderInputs<'a> {
+    repo_url: String,
+    repo_type: &'static str,
+    source: &'a SourceSpec,
+    tracking_method: &'static str,
+    app_label_key: &'a str,
+    app_name: &'a str,
+    namespace: &'a str,
+    installation_id: &'a str,
+    project_name: &'a str,
+    kube_version: &'a str,
+    api_versions: &'a [String],
+    kustomize_build_options: &'a str,
+    kustomize_binary_path: &'a str,
+    kustomize_versions: Vec<(&'a str, &'a str)>,
+    values_file_schemes: Option<&'a [String]>,
+    enabled_source_types: BTreeMap<&'a str, bool>,
+    has_multiple_sources: bool,
+}
+
+impl<'a> RenderInputs<'a> {
+    fn of(request: &'a ManifestRequest) -> Self {
+        RenderInputs {
+            repo_url: request.repo_url.redacted(),
+            repo_type: match request.repo_type {
+                RepoType::Git => "git",
+                RepoType::Helm => "helm",
+                RepoType::Oci => "oci",
+            },
+            source: &request.source,
+            tracking_method: match request.tracking.method {
+                TrackingMethod::Label => "label",
+                TrackingMethod::Annotation => "annotation",
+                TrackingMethod::AnnotationAndLabel => "annotation+label",
+            },
+            app_label_key: &request.tracking.app_label_key,
+            app_name: &request.tracking.app_name,
+            namespace: &request.tracking.namespace,
+            installation_id: &request.tracking.installation_id,
+            project_name: &request.project_name,
+            kube_version: &request.kube_version,
+            api_versions: &request.api_versions,
+            kustomize_build_options: &request.kustomize_options.build_options,
+            kustomize_binary_path: &request.kustomize_options.binary_path,
+            kustomize_versions: request
+                .kustomize_options
+                .versions
+                .iter()
+                .map(|v| (v.name.as_str(), v.path.as_str()))
+                .collect(),
+            values_file_schemes: request.values_file_schemes.as_deref(),
+            enabled_source_types: request
+                .enabled_source_types
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v))
+                .collect(),
+            has_multiple_sources: request.has_multiple_sources,
+        }
+    }
 }
 
 fn jsonnet_vars(vars: &[render::spec::JsonnetVar], env: &BuildEnv) -> Vec<jsonnet::Var> {
@@ -117,6 +227,7 @@ fn directory_options(
     source: &SourceSpec,
     enabled: &HashMap<String, bool>,
     env: &BuildEnv,
+    max_combined_bytes: Option<u64>,
 ) -> directory::Options {
     let dir = source.directory.clone().unwrap_or_default();
     directory::Options {
@@ -130,6 +241,7 @@ fn directory_options(
             ext_vars: jsonnet_vars(&dir.jsonnet.ext_vars, env),
             libs: dir.jsonnet.libs.clone(),
         },
+        max_combined_bytes,
     }
 }
 
@@ -144,11 +256,23 @@ impl Pipeline {
         stores: Arc<git::Stores>,
         snapshots: Arc<source::Snapshots>,
         tools: Arc<render::Tools>,
+        config: Config,
+        metrics: RenderMetrics,
     ) -> Self {
+        let permits = config
+            .parallelism_limit
+            .map(|limit| Arc::new(Semaphore::new(limit)));
         Pipeline {
-            stores,
-            snapshots,
-            tools,
+            stores: stores.clone(),
+            renderer: Arc::new(Renderer {
+                stores,
+                snapshots,
+                tools,
+                config,
+                permits,
+                metrics,
+            }),
+            renders: Flights::default(),
         }
     }
 
@@ -243,10 +367,79 @@ impl Pipeline {
             });
         }
 
-        let resolved = self.resolve(&request.repo_url, &request.revision).await?;
+        let commit_sha = self
+            .resolve_revision(&request.repo_url, &request.revision)
+            .await?;
+        let key = cache::key::render(
+            &request.repo_url.normalized(),
+            &commit_sha,
+            &RenderInputs::of(&request),
+        );
+        let renderer = self.renderer.clone();
+        let flight = self.renders.join(key, move || async move {
+            renderer.render(request, commit_sha).await.map_err(Arc::new)
+        });
+        if !flight.is_leader() {
+            tracing::debug!("joined an identical render in progress");
+        }
+        match flight.wait().await {
+            Ok(result) => {
+                result.map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(Error::Shared))
+            }
+            Err(lost) => Err(Error::Internal {
+                message: lost.to_string(),
+            }),
+        }
+    }
+}
+
+impl Renderer {
+    /// Waits for a parallelism permit when there is a limit; the wait is
+    /// measured, also when the caller goes away during it.
+    async fn permit(&self) -> Result<Permit, Error> {
+        let Some(permits) = &self.permits else {
+            return Ok(Permit {
+                _permit: None,
+                metrics: self.metrics.clone(),
+            });
+        };
+        struct Measure<'a>(Instant, &'a RenderMetrics);
+        impl Drop for Measure<'_> {
+            fn drop(&mut self) {
+                self.1
+                    .parallelism_wait
+                    .observe(self.0.elapsed().as_secs_f64());
+            }
+        }
+        let _measure = Measure(Instant::now(), &self.metrics);
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal {
+                message: "the parallelism limit is closed".to_string(),
+            })?;
+        self.metrics.permits_in_use.inc();
+        Ok(Permit {
+            _permit: Some(permit),
+            metrics: self.metrics.clone(),
+        })
+    }
+
+    /// Fetches, snapshots and renders `commit_sha` for `request`.
+    async fn render(
+        &self,
+        request: ManifestRequest,
+        commit_sha: String,
+    ) -> Result<ManifestResult, Error> {
+        let _permit = self.permit().await?;
         let (store, commit_sha) = self
             .stores
-            .ensure_commit(&request.repo_url, &resolved, &request.revision)
+            .ensure_commit(
+                &request.repo_url,
+                &Resolved::Commit(commit_sha),
+                &request.revision,
+            )
             .await?;
         let snapshot = self
             .snapshots
@@ -262,18 +455,19 @@ impl Pipeline {
             });
         }
 
-        let (source, source_type) = {
+        let (source, source_type, allow_concurrency) = {
             let mut source = request.source.clone();
-            let (app_dir, root) = (app_dir.clone(), snapshot.root().to_path_buf());
+            let (app_dir, snapshot) = (app_dir.clone(), snapshot.clone());
             let (app_name, enabled) = (
                 request.tracking.app_name.clone(),
                 request.enabled_source_types.clone(),
             );
             tokio::task::spawn_blocking(move || -> Result<_, Error> {
-                source.merge_override_files(&app_dir, &root, &app_name)?;
+                source.merge_override_files(&app_dir, snapshot.root(), &app_name)?;
                 let source_type =
                     render::detect_source_type(&app_dir, &source.explicit_types(), &enabled)?;
-                Ok((source, source_type))
+                let allow_concurrency = snapshot.allows_concurrency(&app_dir);
+                Ok((source, source_type, allow_concurrency))
             })
             .await
             .map_err(join_error)??
@@ -302,7 +496,12 @@ impl Pipeline {
         }
         let rendered = match source_type {
             SourceType::Directory => {
-                let options = directory_options(&source, &request.enabled_source_types, &env);
+                let options = directory_options(
+                    &source,
+                    &request.enabled_source_types,
+                    &env,
+                    self.config.max_combined_directory_manifests_bytes,
+                );
                 let (app_dir, repo_root) = (app_dir.clone(), repo_root.clone());
                 let objects = tokio::task::spawn_blocking(move || {
                     directory::render(&app_dir, &repo_root, &options)
@@ -339,6 +538,7 @@ impl Pipeline {
                         options: &request.kustomize_options,
                         kube_version: &request.kube_version,
                         api_versions: &request.api_versions,
+                        allow_concurrency,
                     })
                     .await?
             }

@@ -29,6 +29,9 @@ pub struct Options {
     /// Top-level arguments, external variables and library paths for
     /// `.jsonnet` files (values already substituted).
     pub jsonnet: super::jsonnet::Options,
+    /// Most bytes the app's manifest files (not `.jsonnet`) may add up
+    /// to; `None` means unlimited.
+    pub max_combined_bytes: Option<u64>,
 }
 
 /// Argo CD matches include/exclude with gobwas/glob without separators:
@@ -87,11 +90,28 @@ fn has_manifest_extension(name: &str) -> bool {
         .any(|ext| name.ends_with(ext) && !name.contains('\n'))
 }
 
+/// A file the walk selected, parsed only once the whole app is known to
+/// be within the size limit.
+enum Selected {
+    Manifest {
+        name: String,
+        relative: String,
+        bytes: Vec<u8>,
+    },
+    Jsonnet {
+        path: std::path::PathBuf,
+        relative: String,
+    },
+}
+
 struct Walk<'a> {
     repo_root: &'a Path,
     options: &'a Options,
     include: Option<GlobMatcher>,
     exclude: Option<GlobMatcher>,
+    selected: Vec<Selected>,
+    /// Bytes of the selected manifest files so far.
+    combined: u64,
     objects: Vec<Object>,
 }
 
@@ -104,9 +124,21 @@ pub fn render(app_dir: &Path, repo_root: &Path, options: &Options) -> Result<Vec
         options,
         include: compile_glob("include", &options.include)?,
         exclude: compile_glob("exclude", &options.exclude)?,
+        selected: Vec::new(),
+        combined: 0,
         objects: Vec::new(),
     };
     walk.directory(app_dir, "")?;
+    for selected in std::mem::take(&mut walk.selected) {
+        match selected {
+            Selected::Manifest {
+                name,
+                relative,
+                bytes,
+            } => walk.parse(&name, &relative, &bytes)?,
+            Selected::Jsonnet { path, relative } => walk.jsonnet(&path, &relative)?,
+        }
+    }
     Ok(walk.objects)
 }
 
@@ -199,28 +231,51 @@ impl Walk<'_> {
         // link, not its target) decides how it is parsed.
         if name.ends_with(".jsonnet") {
             if self.options.jsonnet_enabled {
-                // The app directory is `relative`'s component count above
-                // `path` (which is `app_dir` joined with `relative`).
-                let app_dir = path
-                    .ancestors()
-                    .nth(relative.split('/').count())
-                    .unwrap_or(self.repo_root);
-                let objects = super::jsonnet::evaluate(
-                    path,
-                    relative,
-                    app_dir,
-                    self.repo_root,
-                    &self.options.jsonnet,
-                )?;
-                self.objects
-                    .extend(objects.into_iter().filter_map(|value| match value {
-                        serde_json::Value::Object(object) => Some(object),
-                        _ => None,
-                    }));
+                self.selected.push(Selected::Jsonnet {
+                    path: path.to_path_buf(),
+                    relative: relative.to_string(),
+                });
             }
             return Ok(());
         }
-        let text = decode_text(&bytes);
+        self.combined += bytes.len() as u64;
+        if let Some(limit) = self.options.max_combined_bytes {
+            if self.combined > limit {
+                return Err(Error::ManifestsTooLarge { limit });
+            }
+        }
+        self.selected.push(Selected::Manifest {
+            name: name.to_string(),
+            relative: relative.to_string(),
+            bytes,
+        });
+        Ok(())
+    }
+
+    fn jsonnet(&mut self, path: &Path, relative: &str) -> Result<(), Error> {
+        // The app directory is `relative`'s component count above `path`
+        // (which is `app_dir` joined with `relative`).
+        let app_dir = path
+            .ancestors()
+            .nth(relative.split('/').count())
+            .unwrap_or(self.repo_root);
+        let objects = super::jsonnet::evaluate(
+            path,
+            relative,
+            app_dir,
+            self.repo_root,
+            &self.options.jsonnet,
+        )?;
+        self.objects
+            .extend(objects.into_iter().filter_map(|value| match value {
+                serde_json::Value::Object(object) => Some(object),
+                _ => None,
+            }));
+        Ok(())
+    }
+
+    fn parse(&mut self, name: &str, relative: &str, bytes: &[u8]) -> Result<(), Error> {
+        let text = decode_text(bytes);
         if name.ends_with(".json") {
             return self.json_file(&text, relative);
         }

@@ -588,6 +588,46 @@ fn dependency_key(
     Ok(Some(hex::encode(hasher.finalize())))
 }
 
+/// The place a Helm render runs: a private copy of the app directory when
+/// `copy` (dependencies will be written into it), else the snapshot's own
+/// directory; either way with a private directory holding the helm home
+/// and the inline values file.
+fn prepare_view(
+    views: &Path,
+    repo_root: &Path,
+    app_dir: &Path,
+    copy: bool,
+    extra_values: Option<&str>,
+) -> Result<Scratch, Error> {
+    let prepared = if copy {
+        Scratch::create(views, repo_root, app_dir).and_then(|view| {
+            // What helm writes must be new files in the view, never a
+            // write through a link into the snapshot.
+            view.materialize_links(&["charts", "Chart.lock", "requirements.lock"])?;
+            Ok(view)
+        })
+    } else {
+        Scratch::in_place(views, repo_root, app_dir)
+    };
+    let view = prepared.map_err(|err| Error::Io {
+        file: ".".into(),
+        message: format!("cannot prepare the chart: {err}"),
+    })?;
+    std::fs::create_dir_all(view.private_dir().join("home")).map_err(|err| Error::Io {
+        file: ".".into(),
+        message: format!("cannot prepare the chart: {err}"),
+    })?;
+    if let Some(values) = extra_values {
+        std::fs::write(view.private_dir().join("values.yaml"), values).map_err(|err| {
+            Error::Io {
+                file: ".".into(),
+                message: format!("error writing helm values file: {err}"),
+            }
+        })?;
+    }
+    Ok(view)
+}
+
 /// Puts a cached dependency build into a chart directory.
 fn install_deps(built: &Path, chart_dir: &Path) -> std::io::Result<()> {
     let charts = chart_dir.join("charts");
@@ -616,11 +656,15 @@ impl Tools {
             .env("XDG_DATA_HOME", shared.join("data"))
     }
 
-    /// Renders a Helm chart from a snapshot.
+    /// Renders a Helm chart from a snapshot. `helm template` only reads the
+    /// chart, so it runs in the snapshot itself; only a chart whose
+    /// dependencies must be put in place (from the dependency cache or a
+    /// `helm dependency build`) gets a private copy of its directory.
     pub async fn helm(&self, request: HelmRequest<'_>) -> Result<Rendered, Error> {
         let views = self.views_dir();
         let helm_path = self.config.helm.clone();
-        // Value-file globs, the copy and the dependency key read the file
+        let helm_deps = self.helm_deps.clone();
+        // Value-file globs, the dependency key and any copy read the file
         // system: all on a blocking thread, with owned copies of the request.
         let owned = (
             request.app_dir.to_path_buf(),
@@ -633,95 +677,72 @@ impl Tools {
             request.api_versions.to_vec(),
             request.values_file_schemes.map(<[String]>::to_vec),
         );
-        let (template, view, key) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let (app_dir, repo_root, source, env, app_name, namespace, kube, apis, schemes) = owned;
-            let request = HelmRequest {
-                app_dir: &app_dir,
-                repo_root: &repo_root,
-                source: &source,
-                env: &env,
-                app_name: &app_name,
-                namespace: &namespace,
-                kube_version: &kube,
-                api_versions: &apis,
-                values_file_schemes: schemes.as_deref(),
-            };
-            let template = template_args(&request)?;
-            let view = Scratch::create(&views, &repo_root, &app_dir)
-                .and_then(|view| {
-                    // What helm writes must be new files in the view, never
-                    // a write through a link into the snapshot.
-                    view.materialize_links(&["charts", "Chart.lock", "requirements.lock"])?;
-                    Ok(view)
-                })
-                .map_err(|err| Error::Io {
-                    file: ".".into(),
-                    message: format!("cannot prepare the chart: {err}"),
-                })?;
-            if let Some((values, _)) = &template.extra_values {
-                std::fs::write(view.private_dir().join("values.yaml"), values).map_err(|err| {
-                    Error::Io {
-                        file: ".".into(),
-                        message: format!("error writing helm values file: {err}"),
-                    }
-                })?;
-            }
-            let key = dependency_key(view.app_dir(), &repo_root, &helm_path)?;
-            Ok((template, view, key))
-        })
-        .await
-        .map_err(|err| Error::Io {
-            file: ".".into(),
-            message: err.to_string(),
-        })??;
-
-        let mut args = template.args.clone();
-        if let Some((_, slot)) = template.extra_values {
-            args[slot] = view
-                .private_dir()
-                .join("values.yaml")
-                .to_string_lossy()
-                .into_owned();
-        }
-        let roots = [request.repo_root, view.root(), view.app_dir()];
-        let shown_roots: Vec<&Path> = vec![request.repo_root, view.root()];
-        let command = show_paths(&command_line("helm", &template.shown), &shown_roots)
-            .replace(EXTRA_VALUES_TOKEN, EXTRA_VALUES_SHOWN);
-        let home = view.private_dir().join("home");
-        std::fs::create_dir_all(&home).map_err(|err| Error::Io {
-            file: ".".into(),
-            message: err.to_string(),
-        })?;
-
-        if let Some(built) = key.as_deref().and_then(|k| self.helm_deps.built(k)) {
-            install(&built, view.app_dir()).await?;
-        }
-        let extra_values_path = view.private_dir().join("values.yaml");
-        let run = || async {
-            self.run(
-                "helm",
-                self.helm_invocation(view.app_dir(), &home, &args),
-                &command,
-                &roots,
-            )
-            .await
-            .map_err(|err| {
-                err.map_tool_failure(
-                    |command| remove_api_versions(&command),
-                    |stderr| {
-                        stderr.replace(
-                            extra_values_path.to_string_lossy().as_ref(),
-                            EXTRA_VALUES_SHOWN,
-                        )
-                    },
-                )
+        let (template, key, built, view) =
+            tokio::task::spawn_blocking(move || -> Result<_, Error> {
+                let (app_dir, repo_root, source, env, app_name, namespace, kube, apis, schemes) =
+                    owned;
+                let request = HelmRequest {
+                    app_dir: &app_dir,
+                    repo_root: &repo_root,
+                    source: &source,
+                    env: &env,
+                    app_name: &app_name,
+                    namespace: &namespace,
+                    kube_version: &kube,
+                    api_versions: &apis,
+                    values_file_schemes: schemes.as_deref(),
+                };
+                let template = template_args(&request)?;
+                let key = dependency_key(&app_dir, &repo_root, &helm_path)?;
+                let built = key.as_deref().and_then(|k| helm_deps.built(k));
+                let extra = template
+                    .extra_values
+                    .as_ref()
+                    .map(|(values, _)| values.as_str());
+                let view = prepare_view(&views, &repo_root, &app_dir, built.is_some(), extra)?;
+                Ok((template, key, built, view))
             })
-        };
-        let output = match run().await {
+            .await
+            .map_err(|err| Error::Io {
+                file: ".".into(),
+                message: err.to_string(),
+            })??;
+        let mut view = view;
+        if let Some(built) = &built {
+            install(built, view.app_dir()).await?;
+        }
+
+        let command = show_paths(
+            &command_line("helm", &template.shown),
+            &[request.repo_root, view.root()],
+        )
+        .replace(EXTRA_VALUES_TOKEN, EXTRA_VALUES_SHOWN);
+        let output = match self
+            .helm_template(&view, &template, request.repo_root, &command)
+            .await
+        {
             Err(Error::ToolFailed { stderr, .. })
                 if is_missing_dependency(&stderr) && key.is_some() =>
             {
+                if !view.is_copy() {
+                    let (views, root, app) = (
+                        self.views_dir(),
+                        request.repo_root.to_path_buf(),
+                        request.app_dir.to_path_buf(),
+                    );
+                    let extra = template.extra_values.as_ref().map(|(v, _)| v.clone());
+                    view = tokio::task::spawn_blocking(move || {
+                        prepare_view(&views, &root, &app, true, extra.as_deref())
+                    })
+                    .await
+                    .map_err(|err| Error::Io {
+                        file: ".".into(),
+                        message: err.to_string(),
+                    })??;
+                }
                 let key = key.as_deref().expect("checked");
+                let home = view.private_dir().join("home");
+                let roots = [request.repo_root, view.root(), view.app_dir()];
                 let built = self
                     .helm_deps
                     .cell(key)
@@ -729,7 +750,8 @@ impl Tools {
                     .await?
                     .clone();
                 install(&built, view.app_dir()).await?;
-                run().await?
+                self.helm_template(&view, &template, request.repo_root, &command)
+                    .await?
             }
             other => other?,
         };
@@ -745,6 +767,41 @@ impl Tools {
         Ok(Rendered {
             objects: documents.objects,
             commands: vec![command],
+        })
+    }
+
+    /// Runs `helm template` in `view`.
+    async fn helm_template(
+        &self,
+        view: &Scratch,
+        template: &Template,
+        repo_root: &Path,
+        command: &str,
+    ) -> Result<crate::exec::Output, Error> {
+        let extra_values_path = view.private_dir().join("values.yaml");
+        let mut args = template.args.clone();
+        if let Some((_, slot)) = &template.extra_values {
+            args[*slot] = extra_values_path.to_string_lossy().into_owned();
+        }
+        let home = view.private_dir().join("home");
+        let roots = [repo_root, view.root(), view.app_dir()];
+        self.run(
+            "helm",
+            self.helm_invocation(view.app_dir(), &home, &args),
+            command,
+            &roots,
+        )
+        .await
+        .map_err(|err| {
+            err.map_tool_failure(
+                |command| remove_api_versions(&command),
+                |stderr| {
+                    stderr.replace(
+                        extra_values_path.to_string_lossy().as_ref(),
+                        EXTRA_VALUES_SHOWN,
+                    )
+                },
+            )
         })
     }
 

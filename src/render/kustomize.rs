@@ -44,6 +44,9 @@ pub struct KustomizeRequest<'a> {
     pub options: &'a KustomizeOptions,
     pub kube_version: &'a str,
     pub api_versions: &'a [String],
+    /// Whether `.argocd-allow-concurrency` marks the app as safe to render
+    /// directly in the shared snapshot (then chart inflation runs there).
+    pub allow_concurrency: bool,
 }
 
 /// The kustomization file names kustomize looks for, in its order.
@@ -215,7 +218,11 @@ impl Tools {
 
         // Overrides and chart inflation write next to the kustomization:
         // they get a private view; everything else builds the snapshot.
-        let view = if has_edits || enable_helm {
+        // Chart inflation may write next to any kustomization of the
+        // repository, so it gets a whole copy, unless the app is marked
+        // safe to render in the shared snapshot.
+        let inflate_in_copy = enable_helm && !request.allow_concurrency;
+        let view = if has_edits || inflate_in_copy {
             let views = self.views_dir();
             let (root, app) = (
                 request.repo_root.to_path_buf(),
@@ -223,7 +230,7 @@ impl Tools {
             );
             let edits = edits.clone();
             let view = tokio::task::spawn_blocking(move || -> Result<Scratch, Error> {
-                let view = if enable_helm {
+                let view = if inflate_in_copy {
                     Scratch::create_full(&views, &root, &app)
                 } else {
                     Scratch::create(&views, &root, &app)

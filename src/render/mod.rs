@@ -101,9 +101,15 @@ impl Tools {
                 exit,
                 stderr: show_paths(&crate::domain::redact_url(stderr_tail.trim()), shown),
             }),
-            Err(exec::Error::TimedOut { after, .. }) => Err(Error::ToolTimedOut {
+            Err(exec::Error::TimedOut {
+                after,
+                killed_after,
+                ..
+            }) => Err(Error::ToolTimedOut {
+                tool,
                 command: command.to_string(),
                 after,
+                killed_after,
             }),
             Err(err @ exec::Error::Spawn { .. }) => Err(Error::ToolUnavailable {
                 tool,
@@ -194,6 +200,8 @@ pub enum Error {
     OutOfBoundsSymlink { file: String },
     #[error("illegal filepath in symlink at {file:?}")]
     SymlinkOutsideRepository { file: String },
+    #[error("failed to get potentially valid manifests: exceeded max combined manifest file size: the app's manifest files add up to more than {limit} bytes (--max-combined-directory-manifests-size)")]
+    ManifestsTooLarge { limit: u64 },
     #[error("failed to evaluate symlink at {file:?}: {message}")]
     BadSymlink { file: String, message: String },
     #[error("invalid {field} glob {pattern:?}: {message}")]
@@ -231,10 +239,12 @@ pub enum Error {
         exit: String,
         stderr: String,
     },
-    #[error("`{command}` failed timeout after {after:?}")]
+    #[error("`{command}` failed timeout after {after:?}{}", exec::killed_note(.killed_after))]
     ToolTimedOut {
+        tool: &'static str,
         command: String,
         after: std::time::Duration,
+        killed_after: Option<std::time::Duration>,
     },
     #[error("{tool} is not available: {message}")]
     ToolUnavailable { tool: &'static str, message: String },

@@ -21,6 +21,9 @@ pub struct Scratch {
     _dir: tempfile::TempDir,
     root: PathBuf,
     app_dir: PathBuf,
+    /// Whether the app directory is a private copy (else it is the
+    /// snapshot's own, and must not be written).
+    copied: bool,
 }
 
 impl Scratch {
@@ -53,7 +56,28 @@ impl Scratch {
             _dir: dir,
             root,
             app_dir: view_level,
+            copied: true,
         })
+    }
+
+    /// No copy at all: the app directory and root are the snapshot's, for
+    /// a render that writes nothing there; only the private directory is
+    /// new.
+    pub fn in_place(parent: &Path, snapshot_root: &Path, app_dir: &Path) -> io::Result<Scratch> {
+        let dir = tempfile::Builder::new()
+            .prefix("view-")
+            .tempdir_in(parent)?;
+        Ok(Scratch {
+            _dir: dir,
+            root: snapshot_root.to_path_buf(),
+            app_dir: app_dir.to_path_buf(),
+            copied: false,
+        })
+    }
+
+    /// Whether the app directory is a private, writable copy.
+    pub fn is_copy(&self) -> bool {
+        self.copied
     }
 
     /// A view that is a full copy of the snapshot, for tools that may
@@ -73,6 +97,7 @@ impl Scratch {
             _dir: dir,
             root,
             app_dir,
+            copied: true,
         })
     }
 
@@ -91,6 +116,9 @@ impl Scratch {
     /// symlinks, by copies of what they point to, so that a tool writing
     /// there writes new files instead of through a link.
     pub fn materialize_links(&self, names: &[&str]) -> io::Result<()> {
+        if !self.copied {
+            return Err(io::Error::other("the app directory is not a private copy"));
+        }
         for name in names {
             let path = self.app_dir.join(name);
             let Ok(metadata) = fs::symlink_metadata(&path) else {

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::domain::RepoUrl;
 use crate::git;
@@ -39,6 +40,31 @@ pub struct Snapshot {
     submodules: Vec<String>,
     /// The first symlink whose target leaves the tree, found once.
     escaping_symlink: std::sync::OnceLock<Option<String>>,
+}
+
+/// The file that marks a directory's renders (and those of every
+/// directory below it) as safe to run directly in the shared snapshot.
+pub const ALLOW_CONCURRENCY_FILE: &str = ".argocd-allow-concurrency";
+
+impl Drop for Snapshot {
+    /// The tree goes with the last user. Removal runs on its own thread:
+    /// the last user may be an async task.
+    fn drop(&mut self) {
+        let root = std::mem::take(&mut self.root);
+        if root.as_os_str().is_empty() {
+            return;
+        }
+        let removed = std::thread::Builder::new()
+            .name("manifold-snapshot-rm".to_string())
+            .spawn(move || {
+                if let Err(err) = std::fs::remove_dir_all(&root) {
+                    tracing::warn!(dir = %root.display(), %err, "cannot remove snapshot");
+                }
+            });
+        if let Err(err) = removed {
+            tracing::warn!(%err, "cannot start snapshot removal");
+        }
+    }
 }
 
 impl Snapshot {
@@ -84,6 +110,15 @@ impl Snapshot {
     /// anything that leaves the root.
     pub fn app_dir(&self, path: &str) -> Result<PathBuf, Error> {
         resolve_app_path(&self.root, path)
+    }
+
+    /// Whether `app_dir` (canonical, inside the root) or a directory above
+    /// it, up to the root, holds [`ALLOW_CONCURRENCY_FILE`].
+    pub fn allows_concurrency(&self, app_dir: &Path) -> bool {
+        app_dir
+            .ancestors()
+            .take_while(|dir| dir.starts_with(&self.root))
+            .any(|dir| std::fs::symlink_metadata(dir.join(ALLOW_CONCURRENCY_FILE)).is_ok())
     }
 }
 
@@ -183,6 +218,27 @@ pub fn resolve_app_path(root: &Path, path: &str) -> Result<PathBuf, Error> {
 /// A snapshot being created or created: set once, awaited by all.
 type SnapshotCell = Arc<tokio::sync::OnceCell<Arc<Snapshot>>>;
 
+/// How long an unused snapshot is kept for the next render of its commit.
+const IDLE_RETENTION: Duration = Duration::from_secs(120);
+/// Most unused snapshots kept at once (the least recently used go first).
+const MAX_IDLE: usize = 16;
+
+struct Entry {
+    cell: SnapshotCell,
+    last_used: Instant,
+}
+
+impl Entry {
+    /// Whether nothing but the map holds the snapshot (or its creation).
+    fn idle(&self) -> bool {
+        Arc::strong_count(&self.cell) == 1
+            && self
+                .cell
+                .get()
+                .is_none_or(|snapshot| Arc::strong_count(snapshot) == 1)
+    }
+}
+
 /// The snapshots of this process, keyed by remote and commit.
 pub struct Snapshots {
     /// Directory holding the snapshot trees (private to this process).
@@ -190,7 +246,7 @@ pub struct Snapshots {
     /// (normalised remote, commit) -> the snapshot, created once. The
     /// mutex guards only the map; the `OnceCell` makes concurrent requests
     /// for one commit share a single export.
-    entries: Mutex<HashMap<(String, String), SnapshotCell>>,
+    entries: Mutex<HashMap<(String, String), Entry>>,
 }
 
 impl Snapshots {
@@ -201,53 +257,123 @@ impl Snapshots {
         }
     }
 
+    /// Forgets snapshots no render uses that have been idle longer than
+    /// the retention, or that exceed the number kept; their trees are
+    /// removed. Returns how many were dropped.
+    pub fn sweep(&self) -> usize {
+        let mut entries = self.entries.lock().expect("snapshot map lock poisoned");
+        Self::sweep_entries(&mut entries, Instant::now())
+    }
+
+    fn sweep_entries(entries: &mut HashMap<(String, String), Entry>, now: Instant) -> usize {
+        let before = entries.len();
+        entries.retain(|_, entry| {
+            !(entry.idle() && now.saturating_duration_since(entry.last_used) > IDLE_RETENTION)
+        });
+        let mut idle: Vec<_> = entries
+            .iter()
+            .filter(|(_, entry)| entry.idle())
+            .map(|(key, entry)| (entry.last_used, key.clone()))
+            .collect();
+        if idle.len() > MAX_IDLE {
+            idle.sort();
+            for (_, key) in &idle[..idle.len() - MAX_IDLE] {
+                entries.remove(key);
+            }
+        }
+        before - entries.len()
+    }
+
+    /// How many snapshots (in use or idle) exist.
+    pub fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .expect("snapshot map lock poisoned")
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The snapshot of `commit_sha`, exported from `store` on first use.
     pub async fn get(
         &self,
         repo_url: &RepoUrl,
-        store: &git::RepoStore,
+        store: &Arc<git::RepoStore>,
         commit_sha: &str,
     ) -> Result<Arc<Snapshot>, Error> {
         let cell = {
             let mut entries = self.entries.lock().expect("snapshot map lock poisoned");
-            entries
+            let now = Instant::now();
+            let entry = entries
                 .entry((repo_url.normalized(), commit_sha.to_string()))
-                .or_default()
-                .clone()
+                .or_insert_with(|| Entry {
+                    cell: Default::default(),
+                    last_used: now,
+                });
+            entry.last_used = now;
+            let cell = entry.cell.clone();
+            Self::sweep_entries(&mut entries, now);
+            cell
         };
         let snapshot = cell
             .get_or_try_init(|| async {
-                let name = crate::domain::unguessable_name();
-                let staging = self.root.join(format!(".staging-{name}"));
-                let destination = self.root.join(&name);
-                let report = match store.export_tree(repo_url, commit_sha, &staging).await {
-                    Ok(report) => report,
-                    Err(err) => {
-                        let _ = tokio::fs::remove_dir_all(&staging).await;
-                        return Err(Error::from(err));
-                    }
-                };
-                tokio::fs::rename(&staging, &destination)
+                let (root, store) = (self.root.clone(), store.clone());
+                let (repo_url, sha) = (repo_url.clone(), commit_sha.to_string());
+                // Export, rename and wrap on one blocking task: if every
+                // requester goes away meanwhile, the finished snapshot is
+                // dropped with the task's result, which removes its tree.
+                tokio::task::spawn_blocking(move || export(&root, &store, &repo_url, &sha))
                     .await
                     .map_err(|err| Error::Snapshot {
                         commit_sha: commit_sha.to_string(),
                         message: err.to_string(),
-                    })?;
-                let root = destination.canonicalize().map_err(|err| Error::Snapshot {
-                    commit_sha: commit_sha.to_string(),
-                    message: err.to_string(),
-                })?;
-                tracing::debug!(repo = %repo_url, commit = commit_sha, files = report.files, bytes = report.bytes, "snapshot exported");
-                Ok(Arc::new(Snapshot {
-                    root,
-                    commit_sha: commit_sha.to_string(),
-                    submodules: report.submodules,
-                    escaping_symlink: Default::default(),
-                }))
+                    })?
             })
             .await?;
         Ok(snapshot.clone())
     }
+}
+
+/// Exports `commit_sha` from `store` into a new snapshot under `root`.
+fn export(
+    root: &Path,
+    store: &git::RepoStore,
+    repo_url: &RepoUrl,
+    commit_sha: &str,
+) -> Result<Arc<Snapshot>, Error> {
+    let name = crate::domain::unguessable_name();
+    let staging = root.join(format!(".staging-{name}"));
+    let destination = root.join(&name);
+    let failed = |message: String| Error::Snapshot {
+        commit_sha: commit_sha.to_string(),
+        message,
+    };
+    let report = match store.export_tree_blocking(repo_url, commit_sha, &staging) {
+        Ok(report) => report,
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(Error::from(err));
+        }
+    };
+    if let Err(err) = std::fs::rename(&staging, &destination) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(failed(err.to_string()));
+    }
+    let mut snapshot = Snapshot {
+        root: destination,
+        commit_sha: commit_sha.to_string(),
+        submodules: report.submodules,
+        escaping_symlink: Default::default(),
+    };
+    // From here on, dropping `snapshot` removes the tree.
+    snapshot.root = snapshot
+        .root
+        .canonicalize()
+        .map_err(|err| failed(err.to_string()))?;
+    tracing::debug!(repo = %repo_url, commit = commit_sha, files = report.files, bytes = report.bytes, "snapshot exported");
+    Ok(Arc::new(snapshot))
 }
 
 #[cfg(test)]

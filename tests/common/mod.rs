@@ -32,6 +32,10 @@ pub fn test_config(tls: Tls) -> server::Config {
         },
         git: manifold::git::Config::default(),
         render: manifold::render::Config::default(),
+        pipeline: manifold::pipeline::Config {
+            parallelism_limit: None,
+            max_combined_directory_manifests_bytes: Some(10_000_000),
+        },
         shutdown_grace: Duration::from_secs(10),
     }
 }

@@ -1,0 +1,39 @@
+//! Every cache and flight key is composed here, so what goes into a key
+//! (and what deliberately does not) is visible in one place.
+//!
+//! Keys are `<kind>|<version>|<sha256 hex of the canonical inputs>`. The
+//! version changes whenever the inputs or their encoding change, so keys
+//! written by an older manifold can never be misread.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The key of one render: a remote (normalised URL), a resolved commit,
+/// and every request field that can change the output. `inputs` must
+/// serialise deterministically (structs and sorted maps only).
+pub fn render(repo_normalized: &str, commit_sha: &str, inputs: &impl Serialize) -> String {
+    let mut hasher = Sha256::new();
+    for part in [repo_normalized, commit_sha] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    // Serialising plain data to a Vec cannot fail.
+    let encoded = serde_json::to_vec(inputs).unwrap_or_default();
+    hasher.update((encoded.len() as u64).to_le_bytes());
+    hasher.update(&encoded);
+    format!("render|v1|{}", hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cannot_run_into_each_other() {
+        let a = render("ab", "c", &"x");
+        let b = render("a", "bc", &"x");
+        assert_ne!(a, b);
+        assert_eq!(a, render("ab", "c", &"x"));
+        assert!(a.starts_with("render|v1|"));
+    }
+}

@@ -1,0 +1,79 @@
+//! Every metric family, registered once in [`Metrics::new`] and handed to
+//! components as narrow, cloneable handles. Names are Argo CD's where
+//! Argo CD has the metric; manifold's own are prefixed `manifold_`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Handles for the render stage.
+#[derive(Debug, Clone)]
+pub struct RenderMetrics {
+    /// Time spent waiting for a parallelism permit, including waits that
+    /// ended because the caller went away.
+    pub parallelism_wait: Histogram,
+    /// Parallelism permits held right now.
+    pub permits_in_use: Gauge,
+}
+
+/// Handles for the process supervisor.
+#[derive(Debug, Clone, Default)]
+pub struct ExecMetrics {
+    /// External programs running right now.
+    pub running: Gauge,
+}
+
+/// The registry and every handle.
+pub struct Metrics {
+    registry: Registry,
+    pub render: RenderMetrics,
+    pub exec: ExecMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let render = RenderMetrics {
+            parallelism_wait: Histogram::new([
+                0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0, 20.0, 60.0, 120.0,
+            ]),
+            permits_in_use: Gauge::default(),
+        };
+        registry.register(
+            "argocd_repo_parallelism_wait_duration_seconds",
+            "Time a manifest generation waited for a parallelism permit",
+            render.parallelism_wait.clone(),
+        );
+        registry.register(
+            "manifold_parallelism_permits_in_use",
+            "Manifest generations holding a parallelism permit",
+            render.permits_in_use.clone(),
+        );
+        let exec = ExecMetrics::default();
+        registry.register(
+            "manifold_exec_running_processes",
+            "External programs (git, helm, kustomize, plugins) running",
+            exec.running.clone(),
+        );
+        Metrics {
+            registry,
+            render,
+            exec,
+        }
+    }
+
+    /// The exposition text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
