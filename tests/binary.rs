@@ -4,102 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::fixtures::ExampleRepo;
+use common::process::{http_get, start, terminate_and_wait};
 use common::*;
 use manifold::grpc::proto::repository::repo_server_service_client::RepoServerServiceClient;
-
-struct Running {
-    child: Child,
-    grpc: SocketAddr,
-    http: SocketAddr,
-}
-
-/// Starts the binary on ephemeral ports and reads the bound addresses from
-/// its start-up log line.
-fn start(extra_args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_manifold"));
-    command
-        .args([
-            "serve",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--metrics-address",
-            "127.0.0.1",
-            "--metrics-port",
-            "0",
-        ])
-        .args(["--logformat", "text"])
-        .args(extra_args)
-        .env("ARGOCD_APP_CONF_PATH", "/nonexistent")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited before serving"
-        );
-        if line.contains("manifold is serving") {
-            break;
-        }
-    }
-    let field = |name: &str| -> SocketAddr {
-        let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-        line[start..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (grpc, http) = (field("grpc"), field("http"));
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Running { child, grpc, http }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-/// Sends SIGTERM and waits for a clean exit. The wait runs off the test's
-/// runtime so client connections on it can still answer the server's
-/// GOAWAY while it drains.
-async fn terminate_and_wait(mut running: Running) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(running.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let waited = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || running.child.wait()),
-    )
-    .await
-    .expect("server did not stop within 30s of SIGTERM");
-    let status = waited.unwrap().unwrap();
-    assert!(status.success(), "exit after SIGTERM: {status}");
-}
 
 #[tokio::test]
 async fn plaintext_serve_healthz_and_graceful_stop() {

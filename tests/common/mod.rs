@@ -5,6 +5,7 @@
 
 #[path = "../../fixtures/mod.rs"]
 pub mod fixtures;
+pub mod process;
 
 use std::time::Duration;
 
