@@ -629,3 +629,54 @@ async fn symlink_loops_fail_and_multi_source_entries_without_path_render_nothing
         assert_eq!(response.source_type, "");
     }
 }
+
+#[tokio::test]
+async fn directory_apps_over_the_combined_size_limit_are_refused() {
+    let repo = GitRepo::new();
+    let config_map = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n")
+    };
+    let one = config_map("one");
+    repo.write("app/one.yaml", &one)
+        .write("app/two.yaml", &config_map("two"))
+        // Neither skipped files nor Jsonnet count against the limit.
+        .write(
+            "app/skipped.yaml",
+            &format!("# +argocd:skip-file-rendering\n{}", "#".repeat(500)),
+        )
+        .write(
+            "app/three.jsonnet",
+            &format!(
+                "{{apiVersion: 'v1', kind: 'ConfigMap', metadata: {{name: 'three'}}}} // {}",
+                "x".repeat(500)
+            ),
+        );
+    repo.commit("three config maps");
+    let two_files = 2 * one.len() as u64;
+
+    for (limit, fits) in [(two_files, true), (two_files - 1, false)] {
+        let mut config = test_config(manifold::server::Tls::Disabled);
+        config.pipeline.max_combined_directory_manifests_bytes = Some(limit);
+        let server = manifold::server::start(config).await.unwrap();
+        let mut client = client(&server).await;
+        let result = client
+            .generate_manifest(manifest_request(&repo.url(), "app", "HEAD"))
+            .await;
+        if fits {
+            let response = result.unwrap().into_inner();
+            assert_eq!(names(&response.manifests), ["one", "three", "two"]);
+        } else {
+            let status = result.unwrap_err();
+            assert_eq!(status.code(), Code::FailedPrecondition);
+            assert!(
+                status
+                    .message()
+                    .contains("exceeded max combined manifest file size")
+                    && status.message().contains(&format!("{limit} bytes")),
+                "{}",
+                status.message()
+            );
+        }
+        server.shutdown().await.unwrap();
+    }
+}

@@ -325,8 +325,9 @@ impl CountingHelm {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\nexec {helm} \"$@\"\n",
-                log.display()
+                "#!/bin/sh\necho \"$*\" >> '{}'\npwd >> '{}'\nexec {helm} \"$@\"\n",
+                log.display(),
+                dir.path().join("cwd").display()
             ),
         )
         .unwrap();
@@ -336,6 +337,15 @@ impl CountingHelm {
 
     fn program(&self) -> String {
         self.dir.path().join("helm").display().to_string()
+    }
+
+    /// The working directory of each run, in order.
+    fn cwds(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("cwd"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     fn count(&self, what: &str) -> usize {
@@ -496,4 +506,46 @@ async fn a_broken_chart_fails_cleanly_and_the_server_keeps_serving() {
         .into_inner();
     assert!(response.manifests.is_empty());
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn charts_render_in_the_shared_snapshot_unless_dependencies_are_written() {
+    let repo = sources_repo();
+    for helm in HELM_BINARIES {
+        let counting = CountingHelm::new(helm);
+        let server = start_with_helm(&counting.program()).await;
+        let mut client = client(&server).await;
+        for (path, app) in [
+            ("helm/guestbook", "one"),
+            ("helm/guestbook", "two"),
+            ("helm/with-dep", "one"),
+            ("helm/with-dep", "two"),
+        ] {
+            let mut request = source_request(&repo.url(), path, Default::default());
+            request.app_name = app.to_string();
+            client
+                .generate_manifest(request)
+                .await
+                .unwrap_or_else(|e| panic!("{helm} {path} {app}: {e}"));
+        }
+        let cwds = counting.cwds();
+        // guestbook: `helm template` twice in the one snapshot directory.
+        assert_eq!(cwds[0], cwds[1], "{helm}: {cwds:?}");
+        assert!(cwds[0].ends_with("/helm/guestbook"), "{helm}: {cwds:?}");
+        // with-dep: the first template runs in the snapshot and finds the
+        // dependencies missing; the dependency build and every template
+        // that needs the built dependencies run in private copies, one per
+        // render (the second app reuses the cached build).
+        let snapshot_root = cwds[0].trim_end_matches("/helm/guestbook");
+        assert_eq!(cwds.len(), 6, "{helm}: {cwds:?}");
+        assert!(cwds[2].starts_with(snapshot_root), "{helm}: {cwds:?}");
+        assert!(
+            cwds[3..].iter().all(|cwd| !cwd.starts_with(snapshot_root)),
+            "{helm}: {cwds:?}"
+        );
+        assert_eq!(cwds[3], cwds[4], "{helm}: {cwds:?}");
+        assert_ne!(cwds[4], cwds[5], "{helm}: {cwds:?}");
+        assert_eq!(counting.count("dependency build"), 1, "{helm}");
+        server.shutdown().await.unwrap();
+    }
 }

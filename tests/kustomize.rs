@@ -404,3 +404,83 @@ async fn a_broken_kustomization_fails_with_the_tool_error() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// A kustomize that logs the directory it builds, then runs the real one.
+fn logging_kustomize(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("kustomize"))
+                .find(|candidate| candidate.is_file())
+        })
+        .expect("kustomize on PATH");
+    let script = dir.join("kustomize");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = build ] && echo \"$2\" >> '{}'\nexec '{}' \"$@\"\n",
+            dir.join("builds").display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test]
+async fn the_allow_concurrency_marker_lets_chart_inflation_run_in_the_shared_snapshot() {
+    let repo = sources_repo();
+    let inflate = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/sources/kustomize/helm-inflate");
+    repo.copy_dir(&inflate, "marked/app")
+        .write("marked/.argocd-allow-concurrency", "")
+        .copy_dir(&inflate, "unmarked/app");
+    repo.commit("one app below the marker, one not");
+    let tools = tempfile::tempdir().unwrap();
+    let mut config = test_config(manifold::server::Tls::Disabled);
+    config.render.kustomize = logging_kustomize(tools.path());
+    let server = manifold::server::start(config).await.unwrap();
+    let client = client(&server).await;
+
+    let built = |path: &'static str, app: &'static str| {
+        let mut request = source_request(&repo.url(), path, Default::default());
+        request.app_name = app.to_string();
+        request.kustomize_options = Some(KustomizeOptions {
+            build_options: "--enable-helm".into(),
+            ..Default::default()
+        });
+        let mut client = client.clone();
+        async move {
+            let response = client
+                .generate_manifest(request)
+                .await
+                .unwrap()
+                .into_inner();
+            let manifests = parse_manifests(&response.manifests);
+            find(&manifests, "ConfigMap", "inflated-tiny");
+        }
+    };
+    for (path, app) in [
+        ("marked/app", "one"),
+        ("marked/app", "two"),
+        ("unmarked/app", "one"),
+        ("unmarked/app", "two"),
+    ] {
+        built(path, app).await;
+    }
+    let builds: Vec<String> = std::fs::read_to_string(tools.path().join("builds"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(builds.len(), 4, "{builds:?}");
+    // Marked: both apps built the one shared snapshot directory.
+    assert_eq!(builds[0], builds[1], "{builds:?}");
+    assert!(builds[0].ends_with("/marked/app"), "{builds:?}");
+    // Unmarked: each render inflated charts in a private copy of its own.
+    assert_ne!(builds[2], builds[3], "{builds:?}");
+    assert_ne!(builds[2], builds[0].replace("/marked/", "/unmarked/"));
+    server.shutdown().await.unwrap();
+}

@@ -380,6 +380,66 @@ fn export(
 mod tests {
     use super::*;
 
+    /// A snapshot over a new directory under `parent`, already created.
+    fn entry(parent: &Path, name: &str, last_used: Instant) -> (Entry, PathBuf) {
+        let root = parent.join(name);
+        std::fs::create_dir(&root).unwrap();
+        let snapshot = Arc::new(Snapshot {
+            root: root.clone(),
+            commit_sha: name.to_string(),
+            submodules: Vec::new(),
+            escaping_symlink: Default::default(),
+        });
+        let cell = SnapshotCell::default();
+        cell.set(snapshot).unwrap();
+        (Entry { cell, last_used }, root)
+    }
+
+    fn removed(dir: &Path) -> bool {
+        (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            !dir.exists()
+        })
+    }
+
+    #[test]
+    fn unused_snapshots_are_removed_after_the_retention_and_beyond_the_cap() {
+        let parent = tempfile::tempdir().unwrap();
+        let now = Instant::now();
+        let old = now - IDLE_RETENTION - Duration::from_secs(1);
+        let mut entries = HashMap::new();
+        let (idle_old, idle_old_dir) = entry(parent.path(), "idle-old", old);
+        let (busy_old, busy_old_dir) = entry(parent.path(), "busy-old", old);
+        let (recent, recent_dir) = entry(parent.path(), "recent", now);
+        let in_use = busy_old.cell.get().unwrap().clone();
+        for (name, entry) in [("a", idle_old), ("b", busy_old), ("c", recent)] {
+            entries.insert((name.to_string(), name.to_string()), entry);
+        }
+        assert_eq!(Snapshots::sweep_entries(&mut entries, now), 1);
+        assert!(removed(&idle_old_dir), "idle past the retention: removed");
+        assert!(busy_old_dir.exists() && recent_dir.exists());
+
+        // The in-use one goes once its last user is done.
+        drop(in_use);
+        assert_eq!(Snapshots::sweep_entries(&mut entries, now), 1);
+        assert!(removed(&busy_old_dir));
+
+        // Beyond the cap, the least recently used idle ones go first.
+        for i in 0..MAX_IDLE + 2 {
+            let (entry, _) = entry(
+                parent.path(),
+                &format!("n{i}"),
+                now + Duration::from_millis(i as u64),
+            );
+            entries.insert((i.to_string(), String::new()), entry);
+        }
+        Snapshots::sweep_entries(&mut entries, now);
+        assert_eq!(entries.len(), MAX_IDLE);
+        assert!(removed(&recent_dir), "the oldest idle snapshot went");
+        assert!(removed(&parent.path().join("n0")));
+        assert!(parent.path().join(format!("n{}", MAX_IDLE + 1)).exists());
+    }
+
     #[test]
     fn finds_symlinks_that_leave_the_tree() {
         let dir = tempfile::tempdir().unwrap();
