@@ -3,6 +3,7 @@
 //! Argo CD has the metric; manifold's own are prefixed `manifold_`.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -17,6 +18,17 @@ pub struct RenderMetrics {
     pub permits_in_use: Gauge,
 }
 
+/// Handles for snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMetrics {
+    /// Files (and symlinks) written into snapshots.
+    pub exported_files: Counter,
+    /// Bytes of file content written into snapshots.
+    pub exported_bytes: Counter,
+    /// Snapshots on disk right now.
+    pub snapshots: Gauge,
+}
+
 /// Handles for the process supervisor.
 #[derive(Debug, Clone, Default)]
 pub struct ExecMetrics {
@@ -28,6 +40,7 @@ pub struct ExecMetrics {
 pub struct Metrics {
     registry: Registry,
     pub render: RenderMetrics,
+    pub source: SourceMetrics,
     pub exec: ExecMetrics,
 }
 
@@ -56,6 +69,22 @@ impl Metrics {
             "Manifest generations holding a parallelism permit",
             render.permits_in_use.clone(),
         );
+        let source = SourceMetrics::default();
+        registry.register(
+            "manifold_snapshot_exported_files",
+            "Files written into commit snapshots",
+            source.exported_files.clone(),
+        );
+        registry.register(
+            "manifold_snapshot_exported_bytes",
+            "Bytes written into commit snapshots",
+            source.exported_bytes.clone(),
+        );
+        registry.register(
+            "manifold_snapshots",
+            "Commit snapshots on disk",
+            source.snapshots.clone(),
+        );
         let exec = ExecMetrics::default();
         registry.register(
             "manifold_exec_running_processes",
@@ -65,6 +94,7 @@ impl Metrics {
         Metrics {
             registry,
             render,
+            source,
             exec,
         }
     }

@@ -199,7 +199,10 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         source,
     })?;
     let stores = Arc::new(git::Stores::new(repos_dir, config.git.clone(), supervisor));
-    let snapshots = Arc::new(source::Snapshots::new(snapshots_dir));
+    let snapshots = Arc::new(source::Snapshots::new(
+        snapshots_dir,
+        metrics.source.clone(),
+    ));
     let janitor = tokio::spawn({
         // Unused snapshots are also dropped when renders ask for others;
         // this catches the ones left when traffic stops.

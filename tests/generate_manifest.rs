@@ -680,3 +680,91 @@ async fn directory_apps_over_the_combined_size_limit_are_refused() {
         server.shutdown().await.unwrap();
     }
 }
+
+/// The value of an unlabelled metric on the server's `/metrics` (read on
+/// a blocking thread: the server runs on this test's runtime).
+async fn metric(server: &manifold::server::Server, name: &str) -> f64 {
+    let addr = server.http_addr();
+    let text = tokio::task::spawn_blocking(move || common::process::http_get(addr, "/metrics"))
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+#[tokio::test]
+async fn a_self_contained_directory_app_materialises_only_its_directory() {
+    let repo = GitRepo::new();
+    let config_map =
+        |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
+    repo.write("apps/a/cm.yaml", &config_map("a"))
+        .write("apps/b/cm.yaml", &config_map("b"))
+        .write("apps/b/nested/cm.yaml", &config_map("b-nested"))
+        .symlink("apps/linked/cm.yaml", "../a/cm.yaml")
+        .write(
+            "chart/Chart.yaml",
+            "apiVersion: v2\nname: chart\nversion: 0.1.0\n",
+        );
+    for i in 0..20 {
+        repo.write(&format!("other/file-{i}.txt"), "unrelated\n");
+    }
+    repo.commit("apps, a chart and unrelated files");
+    let whole_tree = 5 + 20;
+
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let render = |path: &str, recurse: bool| {
+        let request = with_directory(
+            manifest_request(&repo.url(), path, "HEAD"),
+            ApplicationSourceDirectory {
+                recurse,
+                ..Default::default()
+            },
+        );
+        let mut client = client.clone();
+        async move {
+            names(
+                &client
+                    .generate_manifest(request)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .manifests,
+            )
+        }
+    };
+    assert_eq!(render("apps/a", false).await, ["a"]);
+    assert_eq!(
+        metric(&server, "manifold_snapshot_exported_files_total").await,
+        1.0
+    );
+    assert_eq!(render("apps/b", true).await, ["b", "b-nested"]);
+    assert_eq!(
+        metric(&server, "manifold_snapshot_exported_files_total").await,
+        3.0
+    );
+    assert_eq!(metric(&server, "manifold_snapshots").await, 2.0);
+    // A symlink may point anywhere in the repository: the whole tree.
+    assert_eq!(render("apps/linked", false).await, ["a"]);
+    assert_eq!(
+        metric(&server, "manifold_snapshot_exported_files_total").await,
+        (3 + whole_tree) as f64
+    );
+    // The chart shares that whole-tree snapshot.
+    client
+        .generate_manifest(manifest_request(&repo.url(), "chart", "HEAD"))
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&server, "manifold_snapshot_exported_files_total").await,
+        (3 + whole_tree) as f64
+    );
+    server.shutdown().await.unwrap();
+}

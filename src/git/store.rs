@@ -250,54 +250,122 @@ async fn find_commit(
 }
 
 impl RepoStore {
-    /// Writes the tree of `commit_sha` into the new directory `destination`:
-    /// files read-only, symlinks as symlinks, submodules as empty
-    /// directories. Entry names git itself would refuse (`.`, `..`, `.git`,
-    /// or containing `/`) are skipped.
-    pub async fn export_tree(
+    /// Writes the tree of `commit_sha` (only the directory `subtree` of it
+    /// when given, at its place below `destination`) into the new
+    /// directory `destination`: files read-only, symlinks as symlinks,
+    /// submodules as empty directories. Entry names git itself would
+    /// refuse (`.`, `..`, `.git`, or containing `/`) are skipped.
+    /// Blocking.
+    pub fn export_tree(
         &self,
         repo_url: &RepoUrl,
         commit_sha: &str,
+        subtree: Option<&str>,
         destination: &Path,
     ) -> Result<ExportReport, Error> {
-        let path = self.path.clone();
-        let sha = commit_sha.to_string();
-        let destination = destination.to_path_buf();
-        tokio::task::spawn_blocking(move || export_tree(&path, &sha, &destination))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(|err| Error::Store {
-                repo_url: repo_url.redacted(),
-                message: format!("cannot export commit {commit_sha}: {err}"),
-            })
-    }
-
-    /// [`Self::export_tree`] on the calling (blocking) thread.
-    pub fn export_tree_blocking(
-        &self,
-        repo_url: &RepoUrl,
-        commit_sha: &str,
-        destination: &Path,
-    ) -> Result<ExportReport, Error> {
-        export_tree(&self.path, commit_sha, destination).map_err(|err| Error::Store {
+        export_tree(&self.path, commit_sha, subtree, destination).map_err(|err| Error::Store {
             repo_url: repo_url.redacted(),
             message: format!("cannot export commit {commit_sha}: {err}"),
         })
     }
+
+    /// Whether the directory `path` of `commit_sha` can be rendered as a
+    /// Directory app from an export of that directory alone: `path` is a
+    /// plain path of directories (no `..`, no symlink on the way), and
+    /// nothing below it can read outside it or make it another source
+    /// type (no symlinks, submodules or `.jsonnet` files anywhere below,
+    /// no chart or kustomization file at its top). Blocking; reads only
+    /// tree objects.
+    pub fn is_self_contained_directory(&self, commit_sha: &str, path: &str) -> bool {
+        self_contained(&self.path, commit_sha, path).unwrap_or(false)
+    }
 }
 
-fn export_tree(store: &Path, sha: &str, destination: &Path) -> std::io::Result<ExportReport> {
+fn export_tree(
+    store: &Path,
+    sha: &str,
+    subtree: Option<&str>,
+    destination: &Path,
+) -> std::io::Result<ExportReport> {
     let repo = Repository::open_bare(store).map_err(std::io::Error::other)?;
     let oid = Oid::from_str(sha).map_err(std::io::Error::other)?;
-    let tree = repo
+    let mut tree = repo
         .find_commit(oid)
         .and_then(|c| c.tree())
         .map_err(std::io::Error::other)?;
     fs::DirBuilder::new().mode(0o755).create(destination)?;
+    let mut directory = destination.to_path_buf();
+    let relative = subtree.unwrap_or("");
+    if let Some(subtree) = subtree {
+        for component in subtree.split('/') {
+            let id = tree
+                .get_name(component)
+                .filter(|entry| entry.kind() == Some(ObjectType::Tree))
+                .map(|entry| entry.id())
+                .ok_or_else(|| std::io::Error::other(format!("{subtree} is not a directory")))?;
+            let next = repo.find_tree(id).map_err(std::io::Error::other)?;
+            directory.push(component);
+            fs::DirBuilder::new().mode(0o755).create(&directory)?;
+            tree = next;
+        }
+    }
     let mut report = ExportReport::default();
-    write_tree(&repo, &tree, destination, "", &mut report)?;
+    write_tree(&repo, &tree, &directory, relative, &mut report)?;
     Ok(report)
+}
+
+/// The kustomization and chart file names that make a directory something
+/// other than a Directory app.
+const NOT_A_DIRECTORY_APP: [&str; 4] = [
+    "Chart.yaml",
+    "kustomization.yaml",
+    "kustomization.yml",
+    "Kustomization",
+];
+
+fn self_contained(store: &Path, sha: &str, path: &str) -> Result<bool, git2::Error> {
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if components.is_empty() || components.iter().any(|c| *c == "." || *c == "..") {
+        return Ok(false);
+    }
+    let repo = Repository::open_bare(store)?;
+    let mut tree = repo.find_commit(Oid::from_str(sha)?)?.tree()?;
+    for component in components {
+        let Some(id) = tree
+            .get_name(component)
+            .filter(|entry| entry.kind() == Some(ObjectType::Tree))
+            .map(|entry| entry.id())
+        else {
+            return Ok(false);
+        };
+        tree = repo.find_tree(id)?;
+    }
+    if NOT_A_DIRECTORY_APP
+        .iter()
+        .any(|name| tree.get_name(name).is_some())
+    {
+        return Ok(false);
+    }
+    fn clean(repo: &Repository, tree: &git2::Tree<'_>, depth: usize) -> Result<bool, git2::Error> {
+        if depth > 64 {
+            return Ok(false);
+        }
+        for entry in tree.iter() {
+            if entry.filemode() == 0o120000
+                || entry.kind() == Some(ObjectType::Commit)
+                || entry.name_bytes().ends_with(b".jsonnet")
+            {
+                return Ok(false);
+            }
+            if entry.kind() == Some(ObjectType::Tree)
+                && !clean(repo, &repo.find_tree(entry.id())?, depth + 1)?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+    clean(&repo, &tree, 0)
 }
 
 fn write_tree(

@@ -394,6 +394,33 @@ impl Pipeline {
 }
 
 impl Renderer {
+    /// The app path, when the request is for a Directory app (as far as
+    /// the request says) whose directory reads nothing outside itself.
+    async fn directory_subtree(
+        &self,
+        request: &ManifestRequest,
+        store: &Arc<git::RepoStore>,
+        commit_sha: &str,
+    ) -> Result<Option<String>, Error> {
+        let explicit = request.source.explicit_types();
+        if explicit.iter().any(|t| *t != SourceType::Directory) {
+            return Ok(None);
+        }
+        let path = request.source.path.trim_end_matches('/').to_string();
+        if path.is_empty() || path == "." {
+            return Ok(None);
+        }
+        let (store, sha) = (store.clone(), commit_sha.to_string());
+        let contained = tokio::task::spawn_blocking(move || {
+            store
+                .is_self_contained_directory(&sha, &path)
+                .then_some(path)
+        })
+        .await
+        .map_err(join_error)?;
+        Ok(contained)
+    }
+
     /// Waits for a parallelism permit when there is a limit; the wait is
     /// measured, also when the caller goes away during it.
     async fn permit(&self) -> Result<Permit, Error> {
@@ -441,36 +468,51 @@ impl Renderer {
                 &request.revision,
             )
             .await?;
-        let snapshot = self
-            .snapshots
-            .get(&request.repo_url, &store, &commit_sha)
+        // A Directory app that reads nothing outside its directory gets a
+        // snapshot of that directory alone; anything else, the whole tree.
+        let subtree = self
+            .directory_subtree(&request, &store, &commit_sha)
             .await?;
-        let app_dir = snapshot.app_dir(&request.source.path)?;
-        // Refuse, rather than render less than Argo CD would, what later
-        // milestones build.
-        let recurse = request.source.directory.as_ref().is_some_and(|d| d.recurse);
-        if let Some(submodule) = snapshot.submodules_under(&app_dir, recurse).first() {
-            return Err(Error::NotImplemented {
-                what: format!("rendering git submodules (submodule {submodule:?})"),
-            });
-        }
-
-        let (source, source_type, allow_concurrency) = {
+        let mut snapshot = self
+            .snapshots
+            .get(&request.repo_url, &store, &commit_sha, subtree.as_deref())
+            .await?;
+        let (app_dir, source, source_type, allow_concurrency) = loop {
+            let app_dir = snapshot.app_dir(&request.source.path)?;
+            // Refuse, rather than render less than Argo CD would, what
+            // later milestones build.
+            let recurse = request.source.directory.as_ref().is_some_and(|d| d.recurse);
+            if let Some(submodule) = snapshot.submodules_under(&app_dir, recurse).first() {
+                return Err(Error::NotImplemented {
+                    what: format!("rendering git submodules (submodule {submodule:?})"),
+                });
+            }
             let mut source = request.source.clone();
-            let (app_dir, snapshot) = (app_dir.clone(), snapshot.clone());
+            let (dir, shared) = (app_dir.clone(), snapshot.clone());
             let (app_name, enabled) = (
                 request.tracking.app_name.clone(),
                 request.enabled_source_types.clone(),
             );
-            tokio::task::spawn_blocking(move || -> Result<_, Error> {
-                source.merge_override_files(&app_dir, snapshot.root(), &app_name)?;
-                let source_type =
-                    render::detect_source_type(&app_dir, &source.explicit_types(), &enabled)?;
-                let allow_concurrency = snapshot.allows_concurrency(&app_dir);
-                Ok((source, source_type, allow_concurrency))
-            })
-            .await
-            .map_err(join_error)??
+            let (source, source_type, allow_concurrency) =
+                tokio::task::spawn_blocking(move || -> Result<_, Error> {
+                    source.merge_override_files(&dir, shared.root(), &app_name)?;
+                    let source_type =
+                        render::detect_source_type(&dir, &source.explicit_types(), &enabled)?;
+                    let allow_concurrency = shared.allows_concurrency(&dir);
+                    Ok((source, source_type, allow_concurrency))
+                })
+                .await
+                .map_err(join_error)??;
+            // An override file made it another source type: that reads
+            // more than the directory.
+            if snapshot.subtree().is_some() && source_type != SourceType::Directory {
+                snapshot = self
+                    .snapshots
+                    .get(&request.repo_url, &store, &commit_sha, None)
+                    .await?;
+                continue;
+            }
+            break (app_dir, source, source_type, allow_concurrency);
         };
         let repo_url_shown = request.repo_url.redacted();
         let env = BuildEnv::new(BuildEnvInput {

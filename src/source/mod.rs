@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::domain::RepoUrl;
 use crate::git;
+use crate::metrics::SourceMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,6 +41,9 @@ pub struct Snapshot {
     submodules: Vec<String>,
     /// The first symlink whose target leaves the tree, found once.
     escaping_symlink: std::sync::OnceLock<Option<String>>,
+    /// The one directory exported, when not the whole tree.
+    subtree: Option<String>,
+    metrics: SourceMetrics,
 }
 
 /// The file that marks a directory's renders (and those of every
@@ -50,6 +54,7 @@ impl Drop for Snapshot {
     /// The tree goes with the last user. Removal runs on its own thread:
     /// the last user may be an async task.
     fn drop(&mut self) {
+        self.metrics.snapshots.dec();
         let root = std::mem::take(&mut self.root);
         if root.as_os_str().is_empty() {
             return;
@@ -70,6 +75,12 @@ impl Drop for Snapshot {
 impl Snapshot {
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The one directory this snapshot holds, when it is not the whole
+    /// tree (see [`Snapshots::get`]).
+    pub fn subtree(&self) -> Option<&str> {
+        self.subtree.as_deref()
     }
 
     /// The submodules a render of the app directory `app_dir` (canonical,
@@ -243,17 +254,21 @@ impl Entry {
 pub struct Snapshots {
     /// Directory holding the snapshot trees (private to this process).
     root: PathBuf,
-    /// (normalised remote, commit) -> the snapshot, created once. The
-    /// mutex guards only the map; the `OnceCell` makes concurrent requests
-    /// for one commit share a single export.
-    entries: Mutex<HashMap<(String, String), Entry>>,
+    /// (normalised remote, commit, subtree or "") -> the snapshot,
+    /// created once. The mutex guards only the map; the `OnceCell` makes
+    /// concurrent requests for one snapshot share a single export.
+    entries: Mutex<HashMap<SnapshotKey, Entry>>,
+    metrics: SourceMetrics,
 }
 
+type SnapshotKey = (String, String, String);
+
 impl Snapshots {
-    pub fn new(root: PathBuf) -> Self {
+    pub fn new(root: PathBuf, metrics: SourceMetrics) -> Self {
         Snapshots {
             root,
             entries: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -265,7 +280,7 @@ impl Snapshots {
         Self::sweep_entries(&mut entries, Instant::now())
     }
 
-    fn sweep_entries(entries: &mut HashMap<(String, String), Entry>, now: Instant) -> usize {
+    fn sweep_entries(entries: &mut HashMap<SnapshotKey, Entry>, now: Instant) -> usize {
         let before = entries.len();
         entries.retain(|_, entry| {
             !(entry.idle() && now.saturating_duration_since(entry.last_used) > IDLE_RETENTION)
@@ -296,18 +311,26 @@ impl Snapshots {
         self.len() == 0
     }
 
-    /// The snapshot of `commit_sha`, exported from `store` on first use.
+    /// The snapshot of `commit_sha`, exported from `store` on first use:
+    /// the whole tree, or only the directory `subtree` (at its place under
+    /// the root) for a render that reads nothing else (see
+    /// [`git::RepoStore::is_self_contained_directory`]).
     pub async fn get(
         &self,
         repo_url: &RepoUrl,
         store: &Arc<git::RepoStore>,
         commit_sha: &str,
+        subtree: Option<&str>,
     ) -> Result<Arc<Snapshot>, Error> {
         let cell = {
             let mut entries = self.entries.lock().expect("snapshot map lock poisoned");
             let now = Instant::now();
             let entry = entries
-                .entry((repo_url.normalized(), commit_sha.to_string()))
+                .entry((
+                    repo_url.normalized(),
+                    commit_sha.to_string(),
+                    subtree.unwrap_or_default().to_string(),
+                ))
                 .or_insert_with(|| Entry {
                     cell: Default::default(),
                     last_used: now,
@@ -321,15 +344,18 @@ impl Snapshots {
             .get_or_try_init(|| async {
                 let (root, store) = (self.root.clone(), store.clone());
                 let (repo_url, sha) = (repo_url.clone(), commit_sha.to_string());
+                let (subtree, metrics) = (subtree.map(str::to_string), self.metrics.clone());
                 // Export, rename and wrap on one blocking task: if every
                 // requester goes away meanwhile, the finished snapshot is
                 // dropped with the task's result, which removes its tree.
-                tokio::task::spawn_blocking(move || export(&root, &store, &repo_url, &sha))
-                    .await
-                    .map_err(|err| Error::Snapshot {
-                        commit_sha: commit_sha.to_string(),
-                        message: err.to_string(),
-                    })?
+                tokio::task::spawn_blocking(move || {
+                    export(&root, &store, &repo_url, &sha, subtree, metrics)
+                })
+                .await
+                .map_err(|err| Error::Snapshot {
+                    commit_sha: commit_sha.to_string(),
+                    message: err.to_string(),
+                })?
             })
             .await?;
         Ok(snapshot.clone())
@@ -342,6 +368,8 @@ fn export(
     store: &git::RepoStore,
     repo_url: &RepoUrl,
     commit_sha: &str,
+    subtree: Option<String>,
+    metrics: SourceMetrics,
 ) -> Result<Arc<Snapshot>, Error> {
     let name = crate::domain::unguessable_name();
     let staging = root.join(format!(".staging-{name}"));
@@ -350,7 +378,7 @@ fn export(
         commit_sha: commit_sha.to_string(),
         message,
     };
-    let report = match store.export_tree_blocking(repo_url, commit_sha, &staging) {
+    let report = match store.export_tree(repo_url, commit_sha, subtree.as_deref(), &staging) {
         Ok(report) => report,
         Err(err) => {
             let _ = std::fs::remove_dir_all(&staging);
@@ -361,18 +389,23 @@ fn export(
         let _ = std::fs::remove_dir_all(&staging);
         return Err(failed(err.to_string()));
     }
+    metrics.exported_files.inc_by(report.files);
+    metrics.exported_bytes.inc_by(report.bytes);
+    metrics.snapshots.inc();
     let mut snapshot = Snapshot {
         root: destination,
         commit_sha: commit_sha.to_string(),
         submodules: report.submodules,
         escaping_symlink: Default::default(),
+        subtree,
+        metrics,
     };
     // From here on, dropping `snapshot` removes the tree.
     snapshot.root = snapshot
         .root
         .canonicalize()
         .map_err(|err| failed(err.to_string()))?;
-    tracing::debug!(repo = %repo_url, commit = commit_sha, files = report.files, bytes = report.bytes, "snapshot exported");
+    tracing::debug!(repo = %repo_url, commit = commit_sha, subtree = snapshot.subtree.as_deref().unwrap_or(""), files = report.files, bytes = report.bytes, "snapshot exported");
     Ok(Arc::new(snapshot))
 }
 
@@ -389,6 +422,8 @@ mod tests {
             commit_sha: name.to_string(),
             submodules: Vec::new(),
             escaping_symlink: Default::default(),
+            subtree: None,
+            metrics: Default::default(),
         });
         let cell = SnapshotCell::default();
         cell.set(snapshot).unwrap();
@@ -413,7 +448,7 @@ mod tests {
         let (recent, recent_dir) = entry(parent.path(), "recent", now);
         let in_use = busy_old.cell.get().unwrap().clone();
         for (name, entry) in [("a", idle_old), ("b", busy_old), ("c", recent)] {
-            entries.insert((name.to_string(), name.to_string()), entry);
+            entries.insert((name.to_string(), name.to_string(), String::new()), entry);
         }
         assert_eq!(Snapshots::sweep_entries(&mut entries, now), 1);
         assert!(removed(&idle_old_dir), "idle past the retention: removed");
@@ -431,7 +466,7 @@ mod tests {
                 &format!("n{i}"),
                 now + Duration::from_millis(i as u64),
             );
-            entries.insert((i.to_string(), String::new()), entry);
+            entries.insert((i.to_string(), String::new(), String::new()), entry);
         }
         Snapshots::sweep_entries(&mut entries, now);
         assert_eq!(entries.len(), MAX_IDLE);
