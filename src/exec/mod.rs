@@ -163,17 +163,26 @@ impl Drop for Running {
     }
 }
 
-/// Kills a process group when dropped, unless disarmed. Guards the window
-/// in which the caller's future can be dropped (deadline, cancellation)
-/// while the group leader is still unreaped, so the pgid cannot have been
-/// reused. The one signal sent after reaping (the final sweep) follows the
-/// reap immediately; a pgid is only reused after the kernel wraps around
-/// the whole pid space, which cannot happen in that window in practice.
-struct GroupGuard {
+/// A running program: its child handle, its process group and its
+/// registration with the reaper. Dropped before the leader was reaped
+/// (deadline, cancellation), it kills the group and hands the child to a
+/// task that reaps it, and only then ends the registration, so the reaper
+/// never takes a child tokio still waits for and a pid cannot be reused
+/// under either of them. The one signal sent after reaping (the final
+/// sweep) follows the reap immediately; a pgid is only reused after the
+/// kernel wraps around the whole pid space, which cannot happen in that
+/// window in practice.
+struct Supervised {
+    child: Option<tokio::process::Child>,
+    managed: Option<reaper::Managed>,
     pgid: Option<Pid>,
 }
 
-impl GroupGuard {
+impl Supervised {
+    fn child(&mut self) -> &mut tokio::process::Child {
+        self.child.as_mut().expect("present until dropped")
+    }
+
     fn kill(&self, signal: Signal) {
         if let Some(pgid) = self.pgid {
             // ESRCH (group already gone) is the normal case after exit.
@@ -181,16 +190,48 @@ impl GroupGuard {
         }
     }
 
-    fn disarm(&mut self) {
+    /// After the leader was reaped: kill what it left in its group (which
+    /// also closes pipes those processes held open) and end the
+    /// registration.
+    fn finish(mut self) {
+        self.kill(Signal::SIGKILL);
         self.pgid = None;
+        self.child = None;
+        self.managed = None;
+        reaper::wake();
     }
 }
 
-impl Drop for GroupGuard {
+impl Drop for Supervised {
     fn drop(&mut self) {
-        if self.pgid.is_some() {
-            self.kill(Signal::SIGKILL);
-            reaper::wake();
+        self.kill(Signal::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let managed = self.managed.take();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        let _ = child.wait().await;
+                        drop(managed);
+                    });
+                }
+                // No runtime to wait on: tokio's own orphan reaping
+                // (`kill_on_drop`) takes over.
+                Err(_) => drop((child, managed)),
+            }
+        }
+        reaper::wake();
+    }
+}
+
+/// Aborts the output readers and the input writer of a run when dropped,
+/// so a process that escaped its group and keeps a pipe open cannot keep
+/// them (and what they buffer) alive.
+struct IoTasks(Vec<tokio::task::AbortHandle>);
+
+impl Drop for IoTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }
@@ -231,7 +272,7 @@ impl Supervisor {
 
         // Registered with the reaper before it can exit, so the reaper
         // leaves it to us.
-        let (mut child, managed) = reaper::spawn_managed(|| {
+        let (child, managed) = reaper::spawn_managed(|| {
             let child = command.spawn()?;
             let pid = child.id();
             Ok((child, pid))
@@ -240,19 +281,23 @@ impl Supervisor {
             program: program.clone(),
             source,
         })?;
-        let mut guard = GroupGuard {
-            pgid: child.id().map(|pid| Pid::from_raw(pid as i32)),
-        };
-        let _managed = managed;
         self.metrics.running.inc();
         let _running = Running(self.metrics.clone());
+        let mut io_tasks = IoTasks(Vec::new());
+        let mut supervised = Supervised {
+            pgid: child.id().map(|pid| Pid::from_raw(pid as i32)),
+            child: Some(child),
+            managed: Some(managed),
+        };
+        let child = supervised.child();
 
         if let (Some(bytes), Some(mut stdin)) = (invocation.stdin, child.stdin.take()) {
             // Written from a task so a program that does not read its stdin
             // cannot block us before we start draining its output.
-            tokio::spawn(async move {
+            let writer = tokio::spawn(async move {
                 let _ = stdin.write_all(&bytes).await;
             });
+            io_tasks.0.push(writer.abort_handle());
         }
 
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -260,32 +305,32 @@ impl Supervisor {
         let stdout_limit = self.config.max_stdout_bytes;
         let stdout_task = tokio::spawn(read_capped(stdout, stdout_limit));
         let stderr_task = tokio::spawn(read_tail(stderr, STDERR_TAIL_BYTES));
+        io_tasks.0.push(stdout_task.abort_handle());
+        io_tasks.0.push(stderr_task.abort_handle());
 
         let mut timed_out = false;
         let mut killed_after = None;
         let wait_result = match self.config.timeout {
-            None => child.wait().await,
-            Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+            None => supervised.child().wait().await,
+            Some(limit) => match tokio::time::timeout(limit, supervised.child().wait()).await {
                 Ok(status) => status,
                 Err(_) => {
                     timed_out = true;
-                    guard.kill(Signal::SIGTERM);
-                    match tokio::time::timeout(self.config.fatal_timeout, child.wait()).await {
+                    supervised.kill(Signal::SIGTERM);
+                    let fatal = self.config.fatal_timeout;
+                    match tokio::time::timeout(fatal, supervised.child().wait()).await {
                         Ok(status) => status,
                         Err(_) => {
-                            killed_after = Some(limit + self.config.fatal_timeout);
-                            guard.kill(Signal::SIGKILL);
-                            child.wait().await
+                            killed_after = Some(limit + fatal);
+                            supervised.kill(Signal::SIGKILL);
+                            supervised.child().wait().await
                         }
                     }
                 }
             },
         };
-        // The leader is reaped: sweep whatever it left behind in its group,
-        // which also closes pipes those processes held open.
-        guard.kill(Signal::SIGKILL);
-        guard.disarm();
-        reaper::wake();
+        // The leader is reaped: sweep whatever it left behind in its group.
+        supervised.finish();
 
         let status = wait_result.map_err(|source| Error::Io {
             program: program.clone(),

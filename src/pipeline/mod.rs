@@ -259,8 +259,10 @@ impl Pipeline {
         config: Config,
         metrics: RenderMetrics,
     ) -> Self {
+        // Beyond what a semaphore can count is as good as unlimited.
         let permits = config
             .parallelism_limit
+            .filter(|limit| *limit <= Semaphore::MAX_PERMITS)
             .map(|limit| Arc::new(Semaphore::new(limit)));
         Pipeline {
             stores: stores.clone(),
@@ -406,10 +408,18 @@ impl Renderer {
         if explicit.iter().any(|t| *t != SourceType::Directory) {
             return Ok(None);
         }
-        let path = request.source.path.trim_end_matches('/').to_string();
-        if path.is_empty() || path == "." {
+        // Only a plain relative path of names; anything else (absolute,
+        // `.`, `..`, the root) is left to the whole-tree snapshot and its
+        // checks.
+        let raw = &request.source.path;
+        let components: Vec<&str> = raw.split('/').filter(|c| !c.is_empty()).collect();
+        if raw.starts_with('/')
+            || components.is_empty()
+            || components.iter().any(|c| *c == "." || *c == "..")
+        {
             return Ok(None);
         }
+        let path = components.join("/");
         let (store, sha) = (store.clone(), commit_sha.to_string());
         let contained = tokio::task::spawn_blocking(move || {
             store

@@ -84,6 +84,27 @@ fn collapse_stars(pattern: &str) -> String {
     out
 }
 
+/// Whether the file at `path` contains `needle`, read in chunks.
+fn file_contains(path: &Path, needle: &[u8]) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut window: Vec<u8> = Vec::with_capacity(64 * 1024 + needle.len());
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        window.extend_from_slice(&chunk[..n]);
+        if memchr_subslice(&window, needle) {
+            return Ok(true);
+        }
+        // Keep just enough to find a needle split across chunks.
+        let keep = needle.len().saturating_sub(1).min(window.len());
+        window.drain(..window.len() - keep);
+    }
+}
+
 fn has_manifest_extension(name: &str) -> bool {
     [".yaml", ".yml", ".json", ".jsonnet"]
         .iter()
@@ -218,6 +239,20 @@ impl Walk<'_> {
         if self.include.as_ref().is_some_and(|g| !g.is_match(relative)) {
             return Ok(());
         }
+        let limit = self.options.max_combined_bytes;
+        if let Some(limit) = limit.filter(|_| !name.ends_with(".jsonnet")) {
+            // A file that would pass the limit is refused without being
+            // read into memory (unless it is marked as skipped).
+            let size = fs::metadata(path)
+                .map_err(|err| io_error(relative, err))?
+                .len();
+            if self.combined.saturating_add(size) > limit {
+                if file_contains(path, SKIP_MARKER).map_err(|err| io_error(relative, err))? {
+                    return Ok(());
+                }
+                return Err(Error::ManifestsTooLarge { limit });
+            }
+        }
         let bytes = fs::read(path).map_err(|err| io_error(relative, err))?;
         if memchr_subslice(&bytes, SKIP_MARKER) {
             return Ok(());
@@ -230,19 +265,26 @@ impl Walk<'_> {
         // As in Argo CD, the name of the file in the app directory (the
         // link, not its target) decides how it is parsed.
         if name.ends_with(".jsonnet") {
-            if self.options.jsonnet_enabled {
-                self.selected.push(Selected::Jsonnet {
-                    path: path.to_path_buf(),
-                    relative: relative.to_string(),
-                });
+            if !self.options.jsonnet_enabled {
+                return Ok(());
             }
+            // Without a limit there is nothing to check first: evaluate
+            // at once instead of holding every file.
+            if limit.is_none() {
+                return self.jsonnet(path, relative);
+            }
+            self.selected.push(Selected::Jsonnet {
+                path: path.to_path_buf(),
+                relative: relative.to_string(),
+            });
             return Ok(());
         }
+        let Some(limit) = limit else {
+            return self.parse(name, relative, &bytes);
+        };
         self.combined += bytes.len() as u64;
-        if let Some(limit) = self.options.max_combined_bytes {
-            if self.combined > limit {
-                return Err(Error::ManifestsTooLarge { limit });
-            }
+        if self.combined > limit {
+            return Err(Error::ManifestsTooLarge { limit });
         }
         self.selected.push(Selected::Manifest {
             name: name.to_string(),
@@ -396,6 +438,45 @@ fn decode_text(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_needle_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut content = vec![b'#'; 64 * 1024 - 5];
+        content.extend_from_slice(SKIP_MARKER);
+        fs::write(&path, &content).unwrap();
+        assert!(file_contains(&path, SKIP_MARKER).unwrap());
+        fs::write(&path, &content[..content.len() - 1]).unwrap();
+        assert!(!file_contains(&path, SKIP_MARKER).unwrap());
+    }
+
+    #[test]
+    fn the_size_limit_is_checked_before_a_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let small = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\n";
+        fs::write(root.join("a.yaml"), small).unwrap();
+        // Larger than the limit, skipped by a marker far into the file.
+        let mut skipped = "#".repeat(200 * 1024);
+        skipped.push_str("\n# +argocd:skip-file-rendering\n");
+        fs::write(root.join("b.yaml"), &skipped).unwrap();
+        let options = |limit| Options {
+            max_combined_bytes: limit,
+            ..Default::default()
+        };
+        let objects = render(&root, &root, &options(Some(small.len() as u64))).unwrap();
+        assert_eq!(objects.len(), 1);
+        fs::write(root.join("c.yaml"), "x".repeat(300 * 1024)).unwrap();
+        let err = render(&root, &root, &options(Some(1024))).unwrap_err();
+        assert!(
+            matches!(err, Error::ManifestsTooLarge { limit: 1024 }),
+            "{err}"
+        );
+        // Unlimited: everything is read (and `c.yaml`, not YAML of a
+        // manifest, is ignored).
+        assert_eq!(render(&root, &root, &options(None)).unwrap().len(), 1);
+    }
 
     #[test]
     fn globs_cross_separators_like_gobwas() {
