@@ -148,6 +148,88 @@ pub struct ServeArgs {
         default_value = "10M"
     )]
     pub max_combined_directory_manifests_size: String,
+    /// How long rendered manifests stay cached.
+    #[arg(long, env = "ARGOCD_REPO_CACHE_EXPIRATION", default_value = "24h")]
+    pub repo_cache_expiration: String,
+    /// How long ref listings (branch and tag heads) stay cached.
+    #[arg(long, env = "ARGOCD_RECONCILIATION_TIMEOUT", default_value = "3m")]
+    pub revision_cache_expiration: String,
+    /// Lifetime of the cross-replica ls-remote lock; 0 disables it.
+    #[arg(
+        long,
+        env = "ARGOCD_REVISION_CACHE_LOCK_TIMEOUT",
+        default_value = "10s"
+    )]
+    pub revision_cache_lock_timeout: String,
+    /// Redis `host:port` for the shared cache. Unset: Argo CD's
+    /// `argocd-redis:6379` inside Kubernetes, no shared cache elsewhere.
+    #[arg(long, env = "REDIS_SERVER")]
+    pub redis: Option<String>,
+    #[arg(long = "redisdb", env = "REDISDB", default_value = "0")]
+    pub redis_db: String,
+    #[arg(
+        long,
+        env = "REDIS_USERNAME",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub redis_username: String,
+    #[arg(
+        long,
+        env = "REDIS_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub redis_password: String,
+    #[arg(long)]
+    pub redis_use_tls: bool,
+    #[arg(long)]
+    pub redis_insecure_skip_tls_verify: bool,
+    /// Compression of shared cache values: gzip, none, or zstd.
+    #[arg(long, env = "REDIS_COMPRESSION", default_value = "gzip")]
+    pub redis_compress: String,
+    /// Sentinel addresses (not supported yet: start-up stops when set).
+    #[arg(long, env = "REDIS_SENTINEL_HOSTS", value_delimiter = ',')]
+    pub sentinel: Vec<String>,
+    #[arg(
+        long = "sentinelmaster",
+        env = "REDIS_SENTINEL_MASTER",
+        default_value = "master"
+    )]
+    pub sentinel_master: String,
+    #[arg(long, hide = true, env = "ARGOCD_REDIS_KEY_PREFIX", default_value = "")]
+    pub redis_key_prefix: String,
+    /// Deadline of one Redis command (manifold's own).
+    #[arg(long, env = "MANIFOLD_REDIS_TIMEOUT", default_value = "1s")]
+    pub redis_timeout: String,
+    /// Bytes the in-process cache may hold (manifold's own; a Kubernetes
+    /// quantity).
+    #[arg(long, env = "MANIFOLD_MEMORY_CACHE_SIZE", default_value = "256Mi")]
+    pub memory_cache_size: String,
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_PAUSE_GEN_AFTER_FAILED_ATTEMPTS",
+        default_value = "3"
+    )]
+    pub pause_gen_after_failed_attempts: String,
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_PAUSE_GEN_MINUTES",
+        default_value = "60"
+    )]
+    pub pause_gen_minutes: String,
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_PAUSE_GEN_REQUESTS",
+        default_value = "0"
+    )]
+    pub pause_gen_requests: String,
+    /// Set by Kubernetes in every pod.
+    #[arg(long, hide = true, env = "KUBERNETES_SERVICE_HOST")]
+    pub kubernetes_service_host: Option<String>,
     /// The helm binary (v3 or v4); `helm` on PATH by default.
     #[arg(long, env = "MANIFOLD_HELM_PATH", default_value = "helm")]
     pub helm_path: PathBuf,
@@ -345,6 +427,65 @@ impl ServeArgs {
         })?;
         let max_combined = parse_quantity(&self.max_combined_directory_manifests_size)
             .map_err(|m| invalid("--max-combined-directory-manifests-size", m))?;
+        let count = |name: &'static str, text: &str| -> Result<u64, Error> {
+            text.trim()
+                .parse::<u64>()
+                .map_err(|_| invalid(name, format!("{text:?} is not a non-negative integer")))
+        };
+        if !self.sentinel.iter().all(|s| s.trim().is_empty()) {
+            return Err(invalid(
+                "--sentinel",
+                "Redis Sentinel is not supported yet; point --redis at the master (or a proxy such as Argo CD's HAProxy)",
+            ));
+        }
+        let compression = crate::cache::codec::Compression::parse(&self.redis_compress)
+            .ok_or_else(|| {
+                invalid(
+                    "--redis-compress",
+                    format!("{:?}: expected gzip, none or zstd", self.redis_compress),
+                )
+            })?;
+        let redis_address = match &self.redis {
+            Some(address) if !address.trim().is_empty() => Some(address.trim().to_string()),
+            Some(_) => None,
+            None => self
+                .kubernetes_service_host
+                .as_ref()
+                .map(|_| "argocd-redis:6379".to_string()),
+        };
+        let redis = match redis_address {
+            Some(address) => Some(crate::cache::redis::Config {
+                address,
+                db: self.redis_db.trim().parse().map_err(|_| {
+                    invalid("REDISDB", format!("{:?} is not an integer", self.redis_db))
+                })?,
+                username: self.redis_username.clone(),
+                password: self.redis_password.clone(),
+                tls: self.redis_use_tls,
+                insecure_skip_tls_verify: self.redis_insecure_skip_tls_verify,
+                key_prefix: self.redis_key_prefix.clone(),
+                timeout: duration("MANIFOLD_REDIS_TIMEOUT", &self.redis_timeout)?,
+            }),
+            None => None,
+        };
+        let cache = crate::cache::Config {
+            memory_bytes: parse_quantity(&self.memory_cache_size)
+                .map_err(|m| invalid("MANIFOLD_MEMORY_CACHE_SIZE", m))?,
+            redis,
+            compression,
+            repo_cache_expiration: duration(
+                "ARGOCD_REPO_CACHE_EXPIRATION",
+                &self.repo_cache_expiration,
+            )?,
+            revision_cache_expiration: duration(
+                "ARGOCD_RECONCILIATION_TIMEOUT",
+                &self.revision_cache_expiration,
+            )?,
+            revision_cache_lock_timeout: duration(
+                "ARGOCD_REVISION_CACHE_LOCK_TIMEOUT",
+                &self.revision_cache_lock_timeout,
+            )?,
+        };
         Ok(server::Config {
             grpc_addr: socket_addr("--address", &self.address, self.port)?,
             http_addr: socket_addr(
@@ -374,7 +515,19 @@ impl ServeArgs {
                 parallelism_limit: (parallelism_limit >= 1)
                     .then(|| usize::try_from(parallelism_limit).unwrap_or(usize::MAX)),
                 max_combined_directory_manifests_bytes: (max_combined > 0).then_some(max_combined),
+                pause_after_failed_attempts: u32::try_from(count(
+                    "ARGOCD_PAUSE_GEN_AFTER_FAILED_ATTEMPTS",
+                    &self.pause_gen_after_failed_attempts,
+                )?)
+                .unwrap_or(u32::MAX),
+                pause_minutes: count("ARGOCD_PAUSE_GEN_MINUTES", &self.pause_gen_minutes)?,
+                pause_requests: u32::try_from(count(
+                    "ARGOCD_PAUSE_GEN_REQUESTS",
+                    &self.pause_gen_requests,
+                )?)
+                .unwrap_or(u32::MAX),
             },
+            cache,
             shutdown_grace: duration("--shutdown-grace-period", &self.shutdown_grace_period)?,
             git: git::Config {
                 git_program: "git".to_string(),

@@ -3,7 +3,9 @@
 //! Argo CD has the metric; manifold's own are prefixed `manifold_`.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -16,6 +18,39 @@ pub struct RenderMetrics {
     pub parallelism_wait: Histogram,
     /// Parallelism permits held right now.
     pub permits_in_use: Gauge,
+}
+
+/// Labels of Argo CD's Redis request metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisRequestLabels {
+    pub initiator: &'static str,
+    pub command: &'static str,
+    pub failed: &'static str,
+}
+
+/// Handles for the shared (Redis) tier.
+#[derive(Debug, Clone)]
+pub struct RedisMetrics {
+    pub requests: Family<RedisRequestLabels, Counter>,
+    pub duration: Histogram,
+    /// 1 while the last Redis command failed (the server runs on its
+    /// in-process tier alone), else 0.
+    pub degraded: Gauge,
+}
+
+/// Labels of cache lookups.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// What is cached: `manifests`, `refs`.
+    pub kind: &'static str,
+    /// `memory`, `redis` or `miss`.
+    pub result: &'static str,
+}
+
+/// Handles for the caches.
+#[derive(Debug, Clone, Default)]
+pub struct CacheMetrics {
+    pub lookups: Family<CacheLabels, Counter>,
 }
 
 /// Handles for snapshots.
@@ -42,6 +77,8 @@ pub struct Metrics {
     pub render: RenderMetrics,
     pub source: SourceMetrics,
     pub exec: ExecMetrics,
+    pub redis: RedisMetrics,
+    pub cache: CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -91,11 +128,39 @@ impl Metrics {
             "External programs (git, helm, kustomize, plugins) running",
             exec.running.clone(),
         );
+        let redis = RedisMetrics {
+            requests: Family::default(),
+            duration: Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0]),
+            degraded: Gauge::default(),
+        };
+        registry.register(
+            "argocd_redis_request",
+            "Redis commands sent by the repo-server",
+            redis.requests.clone(),
+        );
+        registry.register(
+            "argocd_redis_request_duration_seconds",
+            "Duration of Redis commands",
+            redis.duration.clone(),
+        );
+        registry.register(
+            "manifold_redis_degraded",
+            "1 while Redis fails and only the in-process cache is used",
+            redis.degraded.clone(),
+        );
+        let cache = CacheMetrics::default();
+        registry.register(
+            "manifold_cache_lookups",
+            "Cache lookups by kind and the tier that answered (or miss)",
+            cache.lookups.clone(),
+        );
         Metrics {
             registry,
             render,
             source,
             exec,
+            redis,
+            cache,
         }
     }
 

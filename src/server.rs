@@ -19,7 +19,7 @@ use crate::grpc::proto::version::version_service_server::VersionServiceServer;
 use crate::grpc::{RepoServer, VersionServer};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
-use crate::{exec, git, render, source};
+use crate::{cache, exec, git, render, source};
 
 /// How the gRPC port speaks.
 #[derive(Debug, Clone)]
@@ -47,6 +47,7 @@ pub struct Config {
     pub git: git::Config,
     pub render: render::Config,
     pub pipeline: pipeline::Config,
+    pub cache: cache::Config,
     /// How long a stop waits for in-flight requests and open connections
     /// before closing them anyway.
     pub shutdown_grace: Duration,
@@ -67,6 +68,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cache setup failed: {message}")]
+    Cache { message: String },
     #[error("TLS setup failed: {message}")]
     Tls { message: String },
     #[error("server failed: {message}")]
@@ -229,6 +232,16 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         Arc::new(tools),
         config.pipeline.clone(),
         metrics.render.clone(),
+        Arc::new(
+            cache::Cache::new(
+                config.cache.clone(),
+                metrics.redis.clone(),
+                metrics.cache.clone(),
+            )
+            .map_err(|err| Error::Cache {
+                message: err.to_string(),
+            })?,
+        ),
     ));
     let mut private_paths = vec![work_dir.path().to_path_buf()];
     if let Ok(canonical) = work_dir.path().canonicalize() {

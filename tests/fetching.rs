@@ -67,12 +67,17 @@ async fn concurrent_requests_share_one_fetch_and_present_commits_need_none() {
         .into_inner();
     assert_eq!(response.manifests.len(), 2);
     assert_eq!(git.count("ls-remote"), ls_remotes);
-    // A branch name needs the remote, which now fails clearly.
-    let status = client
+    // A branch name resolves from the revision cache for its period; past
+    // it (here: `noRevisionCache`) it needs the remote, which now fails
+    // clearly.
+    client
         .clone()
         .generate_manifest(manifest_request(&url, "guestbook", "main"))
         .await
-        .unwrap_err();
+        .unwrap();
+    let mut fresh = manifest_request(&url, "guestbook", "main");
+    fresh.no_revision_cache = true;
+    let status = client.clone().generate_manifest(fresh).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal);
     assert!(
         status.message().contains("failed to list refs"),
@@ -157,11 +162,13 @@ async fn url_credentials_authenticate_without_reaching_the_command_line() {
         git.log()
     );
 
+    // Caches never hold credentials, so (as in Argo CD) a cached answer is
+    // served whatever a request's credentials; `noCache` goes to the remote
+    // with them.
     let bad = format!("http://alice:wrong-password@{host}/private.git");
-    let status = client
-        .generate_manifest(manifest_request(&bad, "app", "main"))
-        .await
-        .unwrap_err();
+    let mut request = manifest_request(&bad, "app", "main");
+    request.no_cache = true;
+    let status = client.generate_manifest(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal);
     assert!(
         status
@@ -174,9 +181,8 @@ async fn url_credentials_authenticate_without_reaching_the_command_line() {
 
     // Without credentials the server refuses, and git never prompts.
     let anonymous = format!("http://{host}/private.git");
-    let status = client
-        .generate_manifest(manifest_request(&anonymous, "app", "main"))
-        .await
-        .unwrap_err();
+    let mut request = manifest_request(&anonymous, "app", "main");
+    request.no_cache = true;
+    let status = client.generate_manifest(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal);
 }

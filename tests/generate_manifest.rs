@@ -444,7 +444,9 @@ async fn new_commits_are_fetched_and_concurrent_requests_share_the_work() {
         assert_eq!(response.revision, example.second);
     }
 
-    // A new commit on main is seen on the next request.
+    // A new commit on main: within the revision cache period `main`
+    // still means the commit listed before; a refresh (`noRevisionCache`,
+    // as the controller sends on a hard refresh) sees the new one.
     example.repo.write(
         "guestbook/new.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: new\n",
@@ -453,6 +455,15 @@ async fn new_commits_are_fetched_and_concurrent_requests_share_the_work() {
     let response = client
         .clone()
         .generate_manifest(manifest_request(&url, "guestbook", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.revision, example.second);
+    let mut refresh = manifest_request(&url, "guestbook", "main");
+    refresh.no_revision_cache = true;
+    let response = client
+        .clone()
+        .generate_manifest(refresh)
         .await
         .unwrap()
         .into_inner();

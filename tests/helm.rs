@@ -293,7 +293,7 @@ async fn refuses_value_files_that_are_not_allowed_before_helm_runs() {
     // out of it is refused for Helm, as Argo CD refuses it.
     repo.symlink("helm/guestbook/leak.yaml", "/etc/passwd");
     repo.commit("a value file that points outside");
-    let request = source_request(
+    let mut request = source_request(
         &repo.url(),
         "helm/guestbook",
         helm_source(ApplicationSourceHelm {
@@ -301,6 +301,7 @@ async fn refuses_value_files_that_are_not_allowed_before_helm_runs() {
             ..Default::default()
         }),
     );
+    request.no_revision_cache = true;
     let status = client.generate_manifest(request).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(

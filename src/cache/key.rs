@@ -24,6 +24,14 @@ pub fn render(repo_normalized: &str, commit_sha: &str, inputs: &impl Serialize) 
     format!("render|v1|{}", hex::encode(hasher.finalize()))
 }
 
+/// The key of a remote's ref listing (the revision cache). The URL is
+/// normalised, which also drops any credentials in it.
+pub fn refs(repo_normalized: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(repo_normalized.as_bytes());
+    format!("refs|v1|{}", hex::encode(hasher.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

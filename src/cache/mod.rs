@@ -1,9 +1,145 @@
 //! Caching and sharing of work: [`key`] composes every cache and flight
 //! key; [`flight`] lets concurrent requests for the same work share one
-//! execution.
-//!
-//! The response caches (moka and Redis) join this module in a later
-//! milestone.
+//! execution; [`Cache`] is the two-tier store (in-process [`memory`], then
+//! the shared [`redis`] tier when configured) with values framed by
+//! [`codec`].
 
+pub mod codec;
 pub mod flight;
 pub mod key;
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::{CacheLabels, CacheMetrics};
+
+/// Cache settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Bytes the in-process tier may hold.
+    pub memory_bytes: u64,
+    /// The shared tier; `None` runs on the in-process tier alone.
+    pub redis: Option<redis::Config>,
+    pub compression: codec::Compression,
+    /// `--repo-cache-expiration`: manifests.
+    pub repo_cache_expiration: Duration,
+    /// `--revision-cache-expiration`: ref listings.
+    pub revision_cache_expiration: Duration,
+    /// `--revision-cache-lock-timeout`; zero disables the cross-replica
+    /// ls-remote lock.
+    pub revision_cache_lock_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            memory_bytes: 256 << 20,
+            redis: None,
+            compression: codec::Compression::Gzip,
+            repo_cache_expiration: Duration::from_secs(24 * 3600),
+            revision_cache_expiration: Duration::from_secs(180),
+            revision_cache_lock_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The two tiers. Reads try memory, then Redis (promoting a hit into
+/// memory); writes go to both. Redis trouble is a miss, never an error.
+pub struct Cache {
+    memory: memory::Memory,
+    shared: Option<redis::Shared>,
+    compression: codec::Compression,
+    metrics: CacheMetrics,
+    pub config: Config,
+}
+
+impl Cache {
+    /// Must be called within a tokio runtime (the Redis client connects
+    /// lazily in the background).
+    pub fn new(
+        config: Config,
+        redis_metrics: crate::metrics::RedisMetrics,
+        metrics: CacheMetrics,
+    ) -> Result<Cache, redis::Error> {
+        let shared = match &config.redis {
+            Some(redis) => Some(redis::Shared::new(redis, redis_metrics)?),
+            None => None,
+        };
+        Ok(Cache {
+            memory: memory::Memory::new(config.memory_bytes),
+            shared,
+            compression: config.compression,
+            metrics,
+            config,
+        })
+    }
+
+    fn count(&self, kind: &'static str, result: &'static str) {
+        self.metrics
+            .lookups
+            .get_or_create(&CacheLabels { kind, result })
+            .inc();
+    }
+
+    /// The value under `key`; a Redis hit is kept in memory for `ttl`.
+    pub async fn get(&self, kind: &'static str, key: &str, ttl: Duration) -> Option<Arc<[u8]>> {
+        if let Some(value) = self.memory.get(key) {
+            self.count(kind, "memory");
+            return Some(value);
+        }
+        if let Some(shared) = &self.shared {
+            if let Some(value) = shared.get(key).await.and_then(|v| codec::decode(&v)) {
+                let value: Arc<[u8]> = Arc::from(value);
+                self.memory.insert(key, value.clone(), ttl);
+                self.count(kind, "redis");
+                return Some(value);
+            }
+        }
+        self.count(kind, "miss");
+        None
+    }
+
+    /// Only the in-process tier.
+    pub fn get_local(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.memory.get(key)
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) {
+        self.memory.insert(key, Arc::from(value), ttl);
+        if let Some(shared) = &self.shared {
+            let stored = codec::encode(value, self.compression);
+            shared.set(key, &stored, ttl).await;
+        }
+    }
+
+    pub async fn delete(&self, key: &str) {
+        self.memory.remove(key);
+        if let Some(shared) = &self.shared {
+            shared.delete(key).await;
+        }
+    }
+
+    /// Takes the cross-replica lease `key` for `ttl`: `true` when this
+    /// caller holds it, or when there is no shared tier (or it cannot be
+    /// asked) to coordinate with.
+    pub async fn lease(&self, key: &str, token: &str, ttl: Duration) -> bool {
+        match &self.shared {
+            Some(shared) => shared.set_nx(key, token, ttl).await.unwrap_or(true),
+            None => true,
+        }
+    }
+
+    /// Releases a lease taken with `token`, if still held.
+    pub async fn release(&self, key: &str, token: &str) {
+        if let Some(shared) = &self.shared {
+            shared.delete_if(key, token).await;
+        }
+    }
+
+    /// Whether a shared tier is configured.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+}

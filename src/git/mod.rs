@@ -90,6 +90,9 @@ pub enum Error {
     /// The git program could not be run at all.
     #[error("could not run git: {message}")]
     GitUnavailable { message: String },
+    /// The failure of a listing this request shared with others.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
     /// Reading or writing a local object store failed.
     #[error("local object store of {repo_url} failed: {message}")]
     Store { repo_url: String, message: String },
@@ -117,6 +120,7 @@ impl Error {
                 .any(|needle| text.contains(needle))
             }
             Error::TimedOut { .. } => true,
+            Error::Shared(inner) => inner.is_transient(),
             Error::RevisionNotFound { .. }
             | Error::AmbiguousRevision { .. }
             | Error::GitUnavailable { .. }

@@ -12,14 +12,14 @@ use crate::domain::RepoUrl;
 use crate::exec::Supervisor;
 
 /// One advertised ref, with annotated tags peeled to their commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteRef {
     pub name: String,
     pub sha: String,
 }
 
 /// Everything a remote advertises.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteRefs {
     /// The ref `HEAD` points at (e.g. `refs/heads/main`), when advertised.
     pub head_target: Option<String>,

@@ -259,6 +259,8 @@ pub fn manifest_request(request: ManifestRequest) -> Result<pipeline::ManifestRe
         values_file_schemes: request.helm_options.map(|h| h.values_file_schemes),
         enabled_source_types: request.enabled_source_types,
         has_multiple_sources: request.has_multiple_sources,
+        no_cache: request.no_cache,
+        no_revision_cache: request.no_revision_cache,
     })
 }
 

@@ -122,7 +122,11 @@ impl RepoServerService for RepoServer {
         }
         let revision = self
             .pipeline
-            .resolve_revision(&repo_url, &request.ambiguous_revision)
+            .resolve_revision(
+                &repo_url,
+                &request.ambiguous_revision,
+                request.no_revision_cache,
+            )
             .await
             .map_err(|err| self.status(err))?;
         Ok(Response::new(ResolveRevisionResponse {

@@ -14,6 +14,7 @@ fn git_code(err: &git::Error) -> Code {
         git::Error::AmbiguousRevision { .. } => Code::InvalidArgument,
         git::Error::TimedOut { .. } => Code::DeadlineExceeded,
         git::Error::GitUnavailable { .. } | git::Error::Store { .. } => Code::Internal,
+        git::Error::Shared(inner) => git_code(inner),
     }
 }
 
@@ -64,6 +65,8 @@ fn pipeline_code(err: &pipeline::Error) -> Code {
         pipeline::Error::NotImplemented { .. } => Code::Unimplemented,
         pipeline::Error::Internal { .. } => Code::Internal,
         pipeline::Error::Shared(err) => pipeline_code(err),
+        // Generation is paused for this app after repeated failures.
+        pipeline::Error::CachedFailure { .. } => Code::FailedPrecondition,
     }
 }
 

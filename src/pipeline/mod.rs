@@ -38,6 +38,10 @@ pub enum Error {
     /// The error of a render this request shared with others.
     #[error(transparent)]
     Shared(Arc<Error>),
+    /// Generation of this app is paused after repeated failures
+    /// (`ARGOCD_PAUSE_GEN_*`); the last failure's message.
+    #[error("Manifest generation error (cached): {message}")]
+    CachedFailure { message: String },
 }
 
 /// Limits and concurrency of the render stage.
@@ -49,6 +53,15 @@ pub struct Config {
     /// Most bytes of manifest files a Directory app may combine
     /// (`--max-combined-directory-manifests-size`); `None` means unlimited.
     pub max_combined_directory_manifests_bytes: Option<u64>,
+    /// `ARGOCD_PAUSE_GEN_AFTER_FAILED_ATTEMPTS`: consecutive failures
+    /// after which generation pauses (0: never).
+    pub pause_after_failed_attempts: u32,
+    /// `ARGOCD_PAUSE_GEN_MINUTES`: a pause ends this long after the first
+    /// failure (0: not by time).
+    pub pause_minutes: u64,
+    /// `ARGOCD_PAUSE_GEN_REQUESTS`: a pause ends after this many cached
+    /// errors were served (0: not by count).
+    pub pause_requests: u32,
 }
 
 /// The kind of repository a request names.
@@ -78,14 +91,19 @@ pub struct ManifestRequest {
     pub values_file_schemes: Option<Vec<String>>,
     pub enabled_source_types: HashMap<String, bool>,
     pub has_multiple_sources: bool,
+    /// Skip the manifest cache lookup (the result is still stored).
+    pub no_cache: bool,
+    /// Skip the ref-listing cache lookup (the listing is still stored).
+    pub no_revision_cache: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ManifestResult {
     pub manifests: Vec<String>,
     /// The resolved commit SHA.
     pub revision: String,
     /// `None` for a ref-only source, which renders nothing.
+    #[serde(with = "source_type_name")]
     pub source_type: Option<SourceType>,
     /// The tool command lines, as Argo CD reports them.
     pub commands: Vec<String>,
@@ -116,16 +134,71 @@ fn looks_like_semver_constraint(revision: &str) -> bool {
     operators || wildcard
 }
 
+/// Source types in cache entries, by their wire names.
+mod source_type_name {
+    use crate::render::SourceType;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<SourceType>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(t) => s.serialize_some(t.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SourceType>, D::Error> {
+        let name: Option<String> = Option::deserialize(d)?;
+        Ok(name.and_then(|n| {
+            [
+                SourceType::Helm,
+                SourceType::Kustomize,
+                SourceType::Directory,
+                SourceType::Plugin,
+            ]
+            .into_iter()
+            .find(|t| t.as_str() == n)
+        }))
+    }
+}
+
+/// What the manifest cache holds under a render key: the result, or the
+/// failure record that pauses generation (Argo CD's error caching).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+struct CachedManifest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<ManifestResult>,
+    #[serde(default)]
+    consecutive_failures: u32,
+    /// Unix seconds of the first of the consecutive failures.
+    #[serde(default)]
+    first_failure: u64,
+    #[serde(default)]
+    most_recent_error: String,
+    #[serde(default)]
+    cached_errors_returned: u32,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 pub struct Pipeline {
     stores: Arc<git::Stores>,
     renderer: Arc<Renderer>,
+    cache: Arc<cache::Cache>,
     /// Renders in progress, shared by identical concurrent requests.
     renders: Flights<Result<ManifestResult, Arc<Error>>>,
+    /// Ref listings in progress, one per remote.
+    listings: Flights<Result<git::RemoteRefs, Arc<git::Error>>>,
 }
 
 /// The render stage (DESIGN.md step 6 and 7): everything after the
 /// revision is resolved, run as one shared, cancellable task per render.
 struct Renderer {
+    cache: Arc<cache::Cache>,
     stores: Arc<git::Stores>,
     snapshots: Arc<source::Snapshots>,
     tools: Arc<render::Tools>,
@@ -258,6 +331,7 @@ impl Pipeline {
         tools: Arc<render::Tools>,
         config: Config,
         metrics: RenderMetrics,
+        cache: Arc<cache::Cache>,
     ) -> Self {
         // Beyond what a semaphore can count is as good as unlimited.
         let permits = config
@@ -273,18 +347,86 @@ impl Pipeline {
                 config,
                 permits,
                 metrics,
+                cache: cache.clone(),
             }),
+            cache,
             renders: Flights::default(),
+            listings: Flights::default(),
+        }
+    }
+
+    /// The remote's refs: from the revision cache unless `fresh`, else
+    /// listed (one listing per remote at a time in this replica, and with
+    /// a shared tier, one per revision-cache period across replicas). A
+    /// fresh listing is always stored.
+    async fn refs(&self, repo_url: &RepoUrl, fresh: bool) -> Result<git::RemoteRefs, Error> {
+        let key = cache::key::refs(&repo_url.normalized());
+        let ttl = self.cache.config.revision_cache_expiration;
+        let cached = |bytes: Arc<[u8]>| serde_json::from_slice::<git::RemoteRefs>(&bytes).ok();
+        if !fresh {
+            if let Some(refs) = self.cache.get("refs", &key, ttl).await.and_then(cached) {
+                return Ok(refs);
+            }
+        }
+        let (stores, cache, url) = (self.stores.clone(), self.cache.clone(), repo_url.clone());
+        let listing_key = key.clone();
+        let flight = self.listings.join(key.clone(), move || async move {
+            let lock_timeout = cache.config.revision_cache_lock_timeout;
+            let lock = format!("{listing_key}|lock");
+            let token = crate::domain::unguessable_name();
+            let mut locked = false;
+            if !fresh && cache.is_shared() && !lock_timeout.is_zero() {
+                let deadline = Instant::now() + lock_timeout;
+                loop {
+                    if cache.lease(&lock, &token, lock_timeout).await {
+                        locked = true;
+                        break;
+                    }
+                    // Another replica lists: wait for its result, but not
+                    // past the lock's lifetime.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if let Some(refs) = cache.get("refs", &listing_key, ttl).await.and_then(cached)
+                    {
+                        return Ok(refs);
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+            let listed = stores.list_refs(&url).await;
+            if let Ok(refs) = &listed {
+                if let Ok(bytes) = serde_json::to_vec(refs) {
+                    cache.set(&listing_key, &bytes, ttl).await;
+                }
+            }
+            if locked {
+                cache.release(&lock, &token).await;
+            }
+            listed.map_err(Arc::new)
+        });
+        match flight.wait().await {
+            Ok(listed) => listed.map_err(|shared| {
+                Error::Git(Arc::try_unwrap(shared).unwrap_or_else(git::Error::Shared))
+            }),
+            Err(lost) => Err(Error::Internal {
+                message: lost.to_string(),
+            }),
         }
     }
 
     /// Resolves `revision` against the remote's refs. A full SHA needs no
     /// network.
-    async fn resolve(&self, repo_url: &RepoUrl, revision: &str) -> Result<Resolved, Error> {
+    async fn resolve(
+        &self,
+        repo_url: &RepoUrl,
+        revision: &str,
+        fresh: bool,
+    ) -> Result<Resolved, Error> {
         if git::is_full_sha(revision) {
             return Ok(Resolved::Commit(revision.to_ascii_lowercase()));
         }
-        let refs = self.stores.list_refs(repo_url).await?;
+        let refs = self.refs(repo_url, fresh).await?;
         match refs.resolve(revision) {
             Some(resolved) => Ok(resolved),
             None if looks_like_semver_constraint(revision) => Err(Error::NotImplemented {
@@ -303,8 +445,9 @@ impl Pipeline {
         &self,
         repo_url: &RepoUrl,
         revision: &str,
+        fresh: bool,
     ) -> Result<String, Error> {
-        match self.resolve(repo_url, revision).await? {
+        match self.resolve(repo_url, revision, fresh).await? {
             Resolved::Commit(sha) => Ok(sha),
             abbreviated @ Resolved::Abbreviated(_) => {
                 let (_, sha) = self
@@ -359,7 +502,11 @@ impl Pipeline {
             && request.source.chart.is_empty()
         {
             let revision = self
-                .resolve_revision(&request.repo_url, &request.revision)
+                .resolve_revision(
+                    &request.repo_url,
+                    &request.revision,
+                    request.no_cache || request.no_revision_cache,
+                )
                 .await?;
             return Ok(ManifestResult {
                 manifests: Vec::new(),
@@ -370,16 +517,28 @@ impl Pipeline {
         }
 
         let commit_sha = self
-            .resolve_revision(&request.repo_url, &request.revision)
+            .resolve_revision(
+                &request.repo_url,
+                &request.revision,
+                request.no_cache || request.no_revision_cache,
+            )
             .await?;
         let key = cache::key::render(
             &request.repo_url.normalized(),
             &commit_sha,
             &RenderInputs::of(&request),
         );
+        if !request.no_cache {
+            if let Some(answer) = self.cached_manifest(&key).await {
+                return answer;
+            }
+        }
         let renderer = self.renderer.clone();
+        let cache_key = key.clone();
         let flight = self.renders.join(key, move || async move {
-            renderer.render(request, commit_sha).await.map_err(Arc::new)
+            let result = renderer.render(request, commit_sha).await;
+            renderer.store(&cache_key, &result).await;
+            result.map_err(Arc::new)
         });
         if !flight.is_leader() {
             tracing::debug!("joined an identical render in progress");
@@ -393,9 +552,72 @@ impl Pipeline {
             }),
         }
     }
+
+    /// The answer the manifest cache holds for `key`: a result, or a
+    /// paused failure; `None` means render.
+    async fn cached_manifest(&self, key: &str) -> Option<Result<ManifestResult, Error>> {
+        let ttl = self.cache.config.repo_cache_expiration;
+        let bytes = self.cache.get("manifests", key, ttl).await?;
+        let mut entry: CachedManifest = serde_json::from_slice(&bytes).ok()?;
+        if let Some(result) = entry.result {
+            return Some(Ok(result));
+        }
+        let config = &self.renderer.config;
+        if config.pause_after_failed_attempts == 0
+            || entry.first_failure == 0
+            || entry.consecutive_failures < config.pause_after_failed_attempts
+        {
+            return None;
+        }
+        let paused_minutes = unix_now().saturating_sub(entry.first_failure) / 60;
+        if (config.pause_minutes > 0 && paused_minutes >= config.pause_minutes)
+            || (config.pause_requests > 0 && entry.cached_errors_returned >= config.pause_requests)
+        {
+            self.cache.delete(key).await;
+            return None;
+        }
+        entry.cached_errors_returned += 1;
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            self.cache.set(key, &bytes, ttl).await;
+        }
+        Some(Err(Error::CachedFailure {
+            message: entry.most_recent_error,
+        }))
+    }
 }
 
 impl Renderer {
+    /// Stores a render's outcome under `key`: the result, or one more
+    /// consecutive failure (when failures pause generation).
+    async fn store(&self, key: &str, result: &Result<ManifestResult, Error>) {
+        let ttl = self.cache.config.repo_cache_expiration;
+        let entry = match result {
+            Ok(result) => CachedManifest {
+                result: Some(result.clone()),
+                ..Default::default()
+            },
+            Err(_) if self.config.pause_after_failed_attempts == 0 => return,
+            Err(err) => {
+                let mut entry = self
+                    .cache
+                    .get("manifests", key, ttl)
+                    .await
+                    .and_then(|bytes| serde_json::from_slice::<CachedManifest>(&bytes).ok())
+                    .filter(|entry| entry.result.is_none())
+                    .unwrap_or_default();
+                if entry.first_failure == 0 {
+                    entry.first_failure = unix_now();
+                }
+                entry.consecutive_failures += 1;
+                entry.most_recent_error = err.to_string();
+                entry
+            }
+        };
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            self.cache.set(key, &bytes, ttl).await;
+        }
+    }
+
     /// The app path, when the request is for a Directory app (as far as
     /// the request says) whose directory reads nothing outside itself.
     async fn directory_subtree(

@@ -36,7 +36,11 @@ pub fn test_config(tls: Tls) -> server::Config {
         pipeline: manifold::pipeline::Config {
             parallelism_limit: None,
             max_combined_directory_manifests_bytes: Some(10_000_000),
+            pause_after_failed_attempts: 3,
+            pause_minutes: 60,
+            pause_requests: 0,
         },
+        cache: manifold::cache::Config::default(),
         shutdown_grace: Duration::from_secs(10),
     }
 }

@@ -1,0 +1,265 @@
+//! The two-tier cache against a real `redis-server`: renders shared across
+//! server processes, Redis dying under load, one tool run for identical
+//! concurrent requests, and Argo CD's error caching cycle.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::fixtures::{sources_repo, GitRepo, RedisServer};
+use common::process::{start, terminate_and_wait};
+use common::*;
+use manifold::grpc::proto::repository::repo_server_service_client::RepoServerServiceClient;
+use manifold::grpc::proto::repository::ManifestRequest;
+use tonic::Code;
+
+/// A helm that logs each `helm template` run, then runs the real helm.
+struct CountingHelm {
+    dir: tempfile::TempDir,
+}
+
+impl CountingHelm {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let real = std::env::var_os("PATH")
+            .and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join("helm"))
+                    .find(|candidate| candidate.is_file())
+            })
+            .expect("helm on PATH");
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("helm");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = template ] && echo run >> '{}'\nexec '{}' \"$@\"\n",
+                dir.path().join("log").display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        CountingHelm { dir }
+    }
+
+    fn program(&self) -> PathBuf {
+        self.dir.path().join("helm")
+    }
+
+    fn runs(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("log"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+fn redis_config(redis: &RedisServer) -> manifold::cache::redis::Config {
+    manifold::cache::redis::Config {
+        address: redis.address(),
+        db: 0,
+        username: String::new(),
+        password: String::new(),
+        tls: false,
+        insecure_skip_tls_verify: false,
+        key_prefix: String::new(),
+        timeout: Duration::from_millis(500),
+    }
+}
+
+/// An in-process server using `helm` and, when given, Redis.
+async fn start_server(helm: &Path, redis: Option<&RedisServer>) -> manifold::server::Server {
+    let mut config = test_config(manifold::server::Tls::Disabled);
+    config.render.helm = helm.to_path_buf();
+    config.cache.redis = redis.map(redis_config);
+    manifold::server::start(config).await.unwrap()
+}
+
+fn chart_request(url: &str, app: &str) -> ManifestRequest {
+    let mut request = source_request(url, "helm/guestbook", Default::default());
+    request.app_name = app.to_string();
+    request
+}
+
+#[tokio::test]
+async fn a_render_on_one_server_process_is_served_by_another_through_redis() {
+    let repo = sources_repo();
+    let redis = RedisServer::start();
+    let helm = CountingHelm::new();
+    let env = [
+        ("REDIS_SERVER", redis.address()),
+        ("MANIFOLD_HELM_PATH", helm.program().display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = start(&["--disable-tls"], &env);
+    let second = start(&["--disable-tls"], &env);
+    let connect = |addr: std::net::SocketAddr| async move {
+        RepoServerServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+    };
+
+    let rendered = connect(first.grpc)
+        .await
+        .generate_manifest(chart_request(&repo.url(), "shared"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(helm.runs(), 1);
+    let served = connect(second.grpc)
+        .await
+        .generate_manifest(chart_request(&repo.url(), "shared"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(helm.runs(), 1, "the second process ran no tool");
+    assert_eq!(served.manifests, rendered.manifests);
+    assert_eq!(served.revision, repo.head());
+    assert_eq!(served.commands, rendered.commands);
+    assert_eq!(served.source_type, "Helm");
+
+    // Another app is another render.
+    connect(second.grpc)
+        .await
+        .generate_manifest(chart_request(&repo.url(), "other"))
+        .await
+        .unwrap();
+    assert_eq!(helm.runs(), 2);
+    terminate_and_wait(first).await;
+    terminate_and_wait(second).await;
+}
+
+#[tokio::test]
+async fn redis_dying_in_the_middle_of_a_stream_fails_no_request() {
+    let repo = sources_repo();
+    let mut redis = RedisServer::start();
+    let helm = CountingHelm::new();
+    let server = start_server(&helm.program(), Some(&redis)).await;
+    let client = client(&server).await;
+    let call = |app: String| {
+        let mut client = client.clone();
+        let request = chart_request(&repo.url(), &app);
+        async move { client.generate_manifest(request).await }
+    };
+
+    for i in 0..30 {
+        if i == 10 {
+            redis.kill();
+        }
+        if i == 20 {
+            redis.restart();
+        }
+        // Each request is new work (its own app) and is asked twice: the
+        // second answer comes from the in-process tier whatever Redis does.
+        let app = format!("app-{i}");
+        let first = call(app.clone())
+            .await
+            .unwrap_or_else(|s| panic!("{i}: {s:?}"));
+        let again = call(app).await.unwrap_or_else(|s| panic!("{i}: {s:?}"));
+        assert_eq!(first.into_inner().manifests, again.into_inner().manifests);
+    }
+    assert_eq!(helm.runs(), 30, "one render per app, Redis or not");
+    // Redis really failed meanwhile (and said so in the metrics).
+    let addr = server.http_addr();
+    let metrics = tokio::task::spawn_blocking(move || common::process::http_get(addr, "/metrics"))
+        .await
+        .unwrap();
+    let failed: f64 = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("argocd_redis_request_total") && line.contains("failed=\"true\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(failed > 0.0, "{metrics}");
+    // Redis is used again once it is back: the apps after the restart
+    // (and their ref listing) were written there.
+    assert!(redis.key_count() >= 10, "{} keys", redis.key_count());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn identical_concurrent_requests_run_the_tool_once() {
+    let repo = sources_repo();
+    let helm = CountingHelm::new();
+    let server = start_server(&helm.program(), None).await;
+    let client = client(&server).await;
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = client.clone();
+            let request = chart_request(&repo.url(), "same");
+            tokio::spawn(async move { client.generate_manifest(request).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap().unwrap().into_inner().manifests);
+    }
+    assert!(answers.windows(2).all(|pair| pair[0] == pair[1]));
+    assert_eq!(helm.runs(), 1);
+    // And later ones are cache hits; `noCache` renders again.
+    let mut client = client.clone();
+    client
+        .generate_manifest(chart_request(&repo.url(), "same"))
+        .await
+        .unwrap();
+    assert_eq!(helm.runs(), 1);
+    let mut fresh = chart_request(&repo.url(), "same");
+    fresh.no_cache = true;
+    client.generate_manifest(fresh).await.unwrap();
+    assert_eq!(helm.runs(), 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn failing_apps_pause_after_three_attempts_and_retry_after_the_cached_errors() {
+    let repo = GitRepo::new();
+    repo.write(
+        "broken/Chart.yaml",
+        "apiVersion: v2\nname: broken\nversion: 0.1.0\n",
+    )
+    .write(
+        "broken/templates/bad.yaml",
+        "{{ fail \"always broken\" }}\n",
+    );
+    repo.commit("a chart that always fails");
+    let helm = CountingHelm::new();
+    let mut config = test_config(manifold::server::Tls::Disabled);
+    config.render.helm = helm.program();
+    config.pipeline.pause_after_failed_attempts = 3;
+    config.pipeline.pause_requests = 2;
+    let server = manifold::server::start(config).await.unwrap();
+    let mut client = client(&server).await;
+
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let status = client
+            .generate_manifest(source_request(&repo.url(), "broken", Default::default()))
+            .await
+            .unwrap_err();
+        assert!(
+            status.message().contains("always broken"),
+            "{}",
+            status.message()
+        );
+        let cached = status
+            .message()
+            .starts_with("Manifest generation error (cached): ");
+        if cached {
+            assert_eq!(status.code(), Code::FailedPrecondition);
+        }
+        seen.push(if cached { "cached" } else { "rendered" });
+    }
+    // Three real attempts, two cached errors, and the cycle again.
+    assert_eq!(
+        seen,
+        [
+            "rendered", "rendered", "rendered", "cached", "cached", "rendered", "rendered",
+            "rendered", "cached", "cached"
+        ]
+    );
+    assert_eq!(helm.runs(), 6);
+    server.shutdown().await.unwrap();
+}
