@@ -263,3 +263,135 @@ async fn failing_apps_pause_after_three_attempts_and_retry_after_the_cached_erro
     assert_eq!(helm.runs(), 6);
     server.shutdown().await.unwrap();
 }
+
+/// A kustomize that logs each build, then runs the real one.
+fn counting_kustomize(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("kustomize"))
+                .find(|candidate| candidate.is_file())
+        })
+        .expect("kustomize on PATH");
+    let script = dir.join("kustomize");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = build ] && echo \"$2\" >> '{}'\nexec '{}' \"$@\"\n",
+            dir.join("builds").display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+fn builds(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("builds"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+fn config_map(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: {value}\n")
+}
+
+#[tokio::test]
+async fn a_commit_that_does_not_touch_an_app_serves_it_at_the_new_sha_without_rendering() {
+    let repo = GitRepo::new();
+    repo.write("apps/a/cm.yaml", &config_map("a", "one"))
+        .write("apps/b/cm.yaml", &config_map("b", "one"))
+        .write(
+            "charts/c/Chart.yaml",
+            "apiVersion: v2\nname: c\nversion: 0.1.0\n",
+        )
+        .write(
+            "charts/c/templates/cm.yaml",
+            &config_map("c", "{{ .Values.v }}"),
+        )
+        .write("charts/c/values.yaml", "v: one\n")
+        .write(
+            "kustomize/base/kustomization.yaml",
+            "resources:\n- cm.yaml\n",
+        )
+        .write("kustomize/base/cm.yaml", &config_map("k", "one"))
+        .write(
+            "kustomize/overlay/kustomization.yaml",
+            "resources:\n- ../base\nnamePrefix: prod-\n",
+        );
+    let first = repo.commit("three apps");
+    let helm = CountingHelm::new();
+    let tools = tempfile::tempdir().unwrap();
+    let mut config = test_config(manifold::server::Tls::Disabled);
+    config.render.helm = helm.program();
+    config.render.kustomize = counting_kustomize(tools.path());
+    let server = manifold::server::start(config).await.unwrap();
+    let client = client(&server).await;
+    let render = |path: &'static str, revision: String| {
+        let mut client = client.clone();
+        let request = manifest_request(&repo.url(), path, &revision);
+        async move {
+            let response = client
+                .generate_manifest(request)
+                .await
+                .unwrap()
+                .into_inner();
+            let values: Vec<String> = parse_manifests(&response.manifests)
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}={}",
+                        m["metadata"]["name"].as_str().unwrap(),
+                        m["data"]["value"]
+                    )
+                })
+                .collect();
+            (response.revision, values)
+        }
+    };
+    assert_eq!(render("charts/c", first.clone()).await.1, ["c=\"one\""]);
+    assert_eq!(
+        render("kustomize/overlay", first.clone()).await.1,
+        ["prod-k=\"one\""]
+    );
+    assert_eq!((helm.runs(), builds(tools.path())), (1, 1));
+
+    // Only app a changes: c and the overlay answer at the new commit
+    // without running helm or kustomize.
+    repo.write("apps/a/cm.yaml", &config_map("a", "two"));
+    let second = repo.commit("change a");
+    assert_eq!(
+        render("charts/c", second.clone()).await,
+        (second.clone(), vec!["c=\"one\"".to_string()])
+    );
+    assert_eq!(
+        render("kustomize/overlay", second.clone()).await,
+        (second.clone(), vec!["prod-k=\"one\"".to_string()])
+    );
+    assert_eq!((helm.runs(), builds(tools.path())), (1, 1));
+    assert_eq!(render("apps/a", second.clone()).await.1, ["a=\"two\""]);
+
+    // The overlay's base changes: the overlay is rendered again.
+    repo.write("kustomize/base/cm.yaml", &config_map("k", "two"));
+    let third = repo.commit("change the base");
+    assert_eq!(
+        render("kustomize/overlay", third.clone()).await,
+        (third.clone(), vec!["prod-k=\"two\"".to_string()])
+    );
+    assert_eq!(builds(tools.path()), 2);
+    // The chart's values change: the chart is rendered again.
+    repo.write("charts/c/values.yaml", "v: three\n");
+    let fourth = repo.commit("change the chart's values");
+    assert_eq!(render("charts/c", fourth.clone()).await.1, ["c=\"three\""]);
+    assert_eq!(helm.runs(), 2);
+    // And asking for an old commit still answers with that commit.
+    assert_eq!(
+        render("charts/c", first.clone()).await,
+        (first, vec!["c=\"one\"".to_string()])
+    );
+    assert_eq!(helm.runs(), 2);
+    server.shutdown().await.unwrap();
+}

@@ -24,6 +24,33 @@ pub fn render(repo_normalized: &str, commit_sha: &str, inputs: &impl Serialize) 
     format!("render|v1|{}", hex::encode(hasher.finalize()))
 }
 
+/// The content key of a render: the remote, what the render reads (its
+/// input closure, by object ids), the commit only when the output can
+/// depend on it, and the request fields of [`render`]. `None` when the
+/// render reads outside the repository.
+pub fn content(
+    repo_normalized: &str,
+    closure: &crate::source::closure::Closure,
+    commit_sha: Option<&str>,
+    inputs: &impl Serialize,
+) -> Option<String> {
+    if matches!(closure, crate::source::closure::Closure::Unbounded) {
+        return None;
+    }
+    let mut hasher = Sha256::new();
+    let parts = [
+        repo_normalized.as_bytes().to_vec(),
+        commit_sha.unwrap_or_default().as_bytes().to_vec(),
+        serde_json::to_vec(closure).unwrap_or_default(),
+        serde_json::to_vec(inputs).unwrap_or_default(),
+    ];
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(&part);
+    }
+    Some(format!("content|v1|{}", hex::encode(hasher.finalize())))
+}
+
 /// The key of a remote's ref listing (the revision cache). The URL is
 /// normalised, which also drops any credentials in it.
 pub fn refs(repo_normalized: &str) -> String {

@@ -11,6 +11,7 @@
 
 mod remote;
 mod store;
+pub mod tree;
 
 use std::time::Duration;
 

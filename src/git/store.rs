@@ -269,6 +269,11 @@ impl RepoStore {
         })
     }
 
+    /// `commit_sha`'s tree, open for in-process reads. Blocking.
+    pub fn commit_tree(&self, commit_sha: &str) -> Result<super::tree::CommitTree, git2::Error> {
+        super::tree::CommitTree::open(&self.path, commit_sha)
+    }
+
     /// Whether the directory `path` of `commit_sha` can be rendered as a
     /// Directory app from an export of that directory alone: `path` is a
     /// plain path of directories (no `..`, no symlink on the way), and

@@ -533,23 +533,107 @@ impl Pipeline {
                 return answer;
             }
         }
+        // Content addressing: the same inputs at another commit (one that
+        // changed nothing this app reads) answer from the cache.
+        let (store, _) = self
+            .stores
+            .ensure_commit(
+                &request.repo_url,
+                &Resolved::Commit(commit_sha.clone()),
+                &request.revision,
+            )
+            .await?;
+        let content_key = self.content_key(&request, &store, &commit_sha).await?;
+        if let (Some(content_key), false) = (&content_key, request.no_cache) {
+            if let Some(answer) = self.cached_manifest(content_key).await {
+                let answer = answer.map(|mut result| {
+                    result.revision = commit_sha.clone();
+                    result
+                });
+                if let Ok(result) = &answer {
+                    self.alias(&key, result).await;
+                }
+                return answer;
+            }
+        }
+        let flight_key = content_key.clone().unwrap_or_else(|| key.clone());
         let renderer = self.renderer.clone();
-        let cache_key = key.clone();
-        let flight = self.renders.join(key, move || async move {
-            let result = renderer.render(request, commit_sha).await;
+        let cache_key = flight_key.clone();
+        let render_commit = commit_sha.clone();
+        let flight = self.renders.join(flight_key, move || async move {
+            let result = renderer.render(request, render_commit).await;
             renderer.store(&cache_key, &result).await;
             result.map_err(Arc::new)
         });
         if !flight.is_leader() {
             tracing::debug!("joined an identical render in progress");
         }
-        match flight.wait().await {
+        let result = match flight.wait().await {
             Ok(result) => {
                 result.map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(Error::Shared))
             }
             Err(lost) => Err(Error::Internal {
                 message: lost.to_string(),
             }),
+        };
+        // Requests at other commits with the same content may have shared
+        // this render: each answers with its own commit.
+        let result = result.map(|mut result| {
+            result.revision = commit_sha;
+            result
+        });
+        if let (Ok(result), Some(_)) = (&result, &content_key) {
+            self.alias(&key, result).await;
+        }
+        result
+    }
+
+    /// The content key of a render (see [`cache::key::content`]).
+    async fn content_key(
+        &self,
+        request: &ManifestRequest,
+        store: &Arc<git::RepoStore>,
+        commit_sha: &str,
+    ) -> Result<Option<String>, Error> {
+        let (store, sha) = (store.clone(), commit_sha.to_string());
+        let (path, source) = (request.source.path.clone(), request.source.clone());
+        let closure = tokio::task::spawn_blocking(move || {
+            let tree = store.commit_tree(&sha).ok()?;
+            Some(source::closure::closure(&tree, &path, &source))
+        })
+        .await
+        .map_err(join_error)?;
+        let Some(closure) = closure else {
+            return Ok(None);
+        };
+        // A source that substitutes the commit (or the revision as asked)
+        // into its output depends on more than the content; otherwise the
+        // commit, and how it was asked for, do not matter.
+        let json = serde_json::to_string(&request.source).unwrap_or_default();
+        let depends_on_commit = json.contains("ARGOCD_APP_REVISION");
+        let mut content_request = request.clone();
+        if !json.contains("ARGOCD_APP_SOURCE_TARGET_REVISION") {
+            content_request.source.target_revision.clear();
+        }
+        Ok(cache::key::content(
+            &request.repo_url.normalized(),
+            &closure,
+            depends_on_commit.then_some(commit_sha),
+            &RenderInputs::of(&content_request),
+        ))
+    }
+
+    /// Stores `result` under the request key too, so the next identical
+    /// request needs no closure.
+    async fn alias(&self, key: &str, result: &ManifestResult) {
+        let entry = CachedManifest {
+            result: Some(result.clone()),
+            ..Default::default()
+        };
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            self.cache
+                .set(key, &bytes, self.cache.config.repo_cache_expiration)
+                .await;
         }
     }
 

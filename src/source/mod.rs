@@ -5,6 +5,8 @@
 //! This module must not render and must not talk to remotes; it reads the
 //! object stores through [`crate::git`].
 
+pub mod closure;
+
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
