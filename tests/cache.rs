@@ -21,6 +21,11 @@ struct CountingHelm {
 
 impl CountingHelm {
     fn new() -> Self {
+        Self::slow(0)
+    }
+
+    /// One that waits `seconds` before each `helm template`.
+    fn slow(seconds: u32) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let real = std::env::var_os("PATH")
             .and_then(|path| {
@@ -34,7 +39,7 @@ impl CountingHelm {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\n[ \"$1\" = template ] && echo run >> '{}'\nexec '{}' \"$@\"\n",
+                "#!/bin/sh\nif [ \"$1\" = template ]; then echo run >> '{}'; sleep {seconds}; fi\nexec '{}' \"$@\"\n",
                 dir.path().join("log").display(),
                 real.display()
             ),
@@ -394,4 +399,52 @@ async fn a_commit_that_does_not_touch_an_app_serves_it_at_the_new_sha_without_re
     );
     assert_eq!(helm.runs(), 2);
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn replicas_render_once_under_a_lease_and_take_over_from_a_dead_holder() {
+    let repo = sources_repo();
+    let redis = RedisServer::start();
+    let helm = CountingHelm::slow(3);
+    let env = [
+        ("REDIS_SERVER", redis.address()),
+        ("MANIFOLD_HELM_PATH", helm.program().display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = start(&["--disable-tls"], &env);
+    let second = start(&["--disable-tls"], &env);
+    let call = |addr: std::net::SocketAddr, app: &str| {
+        let request = chart_request(&repo.url(), app);
+        tokio::spawn(async move {
+            RepoServerServiceClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap()
+                .generate_manifest(request)
+                .await
+        })
+    };
+
+    // The same render asked of both replicas at once: one renders, the
+    // other waits for its result.
+    let (a, b) = (call(first.grpc, "leased"), call(second.grpc, "leased"));
+    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    assert_eq!(a.into_inner().manifests, b.into_inner().manifests);
+    assert_eq!(helm.runs(), 1, "one render across replicas");
+
+    // The holder dies mid-render: the other replica takes over once the
+    // lease is no longer renewed.
+    let doomed = call(first.grpc, "orphaned");
+    while helm.runs() < 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting = call(second.grpc, "orphaned");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let _ = doomed.await;
+    let response = waiting.await.unwrap().unwrap().into_inner();
+    assert_eq!(response.source_type, "Helm");
+    assert_eq!(helm.runs(), 3, "the second replica rendered it itself");
+    terminate_and_wait(second).await;
 }

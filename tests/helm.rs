@@ -326,7 +326,7 @@ impl CountingHelm {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\npwd >> '{}'\nexec {helm} \"$@\"\n",
+                "#!/bin/sh\n[ \"$1\" = version ] && exec {helm} \"$@\"\necho \"$*\" >> '{}'\npwd >> '{}'\nexec {helm} \"$@\"\n",
                 log.display(),
                 dir.path().join("cwd").display()
             ),

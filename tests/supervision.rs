@@ -43,7 +43,7 @@ fn chart_repo() -> GitRepo {
 fn fake_helm(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("helm");
     let script = format!(
-        "#!/bin/sh\ntrap '' TERM\necho $$ >> {log}\n(trap '' TERM; sleep 300) &\n{body}\n",
+        "#!/bin/sh\n[ \"$1\" = version ] && {{ echo v3.0.0-fake; exit 0; }}\ntrap '' TERM\necho $$ >> {log}\n(trap '' TERM; sleep 300) &\n{body}\n",
         log = dir.join("pgids").display(),
     );
     std::fs::write(&path, script).unwrap();

@@ -131,6 +131,15 @@ impl Cache {
         }
     }
 
+    /// Keeps a lease taken with `token` for another `ttl`; `false` when it
+    /// is no longer ours.
+    pub async fn renew(&self, key: &str, token: &str, ttl: Duration) -> bool {
+        match &self.shared {
+            Some(shared) => shared.extend_if(key, token, ttl).await.unwrap_or(true),
+            None => true,
+        }
+    }
+
     /// Releases a lease taken with `token`, if still held.
     pub async fn release(&self, key: &str, token: &str) {
         if let Some(shared) = &self.shared {

@@ -221,6 +221,27 @@ impl Shared {
         .await;
     }
 
+    /// Extends `key`'s lifetime to `ttl` if it still holds `value`;
+    /// `Some(true)` when it did.
+    pub async fn extend_if(&self, key: &str, value: &str, ttl: Duration) -> Option<bool> {
+        let mut connection = self.connection.clone();
+        let key = self.key(key);
+        let millis = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let script = redis::Script::new(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end",
+        );
+        self.run("eval", async move {
+            script
+                .key(key)
+                .arg(value)
+                .arg(millis)
+                .invoke_async::<i64>(&mut connection)
+                .await
+        })
+        .await
+        .map(|extended| extended == 1)
+    }
+
     pub async fn delete(&self, key: &str) {
         let mut connection = self.connection.clone();
         let key = self.key(key);

@@ -243,6 +243,18 @@ impl Supervisor {
         Self::with_metrics(config, Default::default())
     }
 
+    /// The same supervisor with a shorter exec timeout (for quick probes
+    /// such as `helm version`).
+    pub fn with_timeout(&self, timeout: Duration) -> Supervisor {
+        let mut config = self.config.clone();
+        config.timeout = Some(config.timeout.map_or(timeout, |t| t.min(timeout)));
+        config.fatal_timeout = config.fatal_timeout.min(Duration::from_secs(2));
+        Supervisor {
+            config,
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// A supervisor that reports into `metrics`.
     pub fn with_metrics(config: Config, metrics: crate::metrics::ExecMetrics) -> Self {
         reaper::start();

@@ -44,6 +44,11 @@ pub enum Error {
     CachedFailure { message: String },
 }
 
+/// Lifetime of a cross-replica render lease; the holder renews it every
+/// third of that while it renders, so a holder that dies blocks the others
+/// for at most this long.
+const RENDER_LEASE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Limits and concurrency of the render stage.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -225,6 +230,8 @@ impl Drop for Permit {
 /// deterministic encoding, for [`cache::key::render`].
 #[derive(Serialize)]
 struct RenderInputs<'a> {
+    /// The server's helm and kustomize, with their versions.
+    tools: &'a str,
     repo_url: String,
     repo_type: &'static str,
     source: &'a SourceSpec,
@@ -245,8 +252,9 @@ struct RenderInputs<'a> {
 }
 
 impl<'a> RenderInputs<'a> {
-    fn of(request: &'a ManifestRequest) -> Self {
+    fn of(request: &'a ManifestRequest, tools: &'a str) -> Self {
         RenderInputs {
+            tools,
             repo_url: request.repo_url.redacted(),
             repo_type: match request.repo_type {
                 RepoType::Git => "git",
@@ -523,10 +531,11 @@ impl Pipeline {
                 request.no_cache || request.no_revision_cache,
             )
             .await?;
+        let tools = self.renderer.tools.fingerprint().await;
         let key = cache::key::render(
             &request.repo_url.normalized(),
             &commit_sha,
-            &RenderInputs::of(&request),
+            &RenderInputs::of(&request, tools),
         );
         if !request.no_cache {
             if let Some(answer) = self.cached_manifest(&key).await {
@@ -561,9 +570,10 @@ impl Pipeline {
         let cache_key = flight_key.clone();
         let render_commit = commit_sha.clone();
         let flight = self.renders.join(flight_key, move || async move {
-            let result = renderer.render(request, render_commit).await;
-            renderer.store(&cache_key, &result).await;
-            result.map_err(Arc::new)
+            renderer
+                .render_leased(cache_key, request, render_commit)
+                .await
+                .map_err(Arc::new)
         });
         if !flight.is_leader() {
             tracing::debug!("joined an identical render in progress");
@@ -619,7 +629,7 @@ impl Pipeline {
             &request.repo_url.normalized(),
             &closure,
             depends_on_commit.then_some(commit_sha),
-            &RenderInputs::of(&content_request),
+            &RenderInputs::of(&content_request, self.renderer.tools.fingerprint().await),
         ))
     }
 
@@ -637,6 +647,12 @@ impl Pipeline {
         }
     }
 
+    async fn cached_manifest(&self, key: &str) -> Option<Result<ManifestResult, Error>> {
+        self.renderer.cached_manifest(key).await
+    }
+}
+
+impl Renderer {
     /// The answer the manifest cache holds for `key`: a result, or a
     /// paused failure; `None` means render.
     async fn cached_manifest(&self, key: &str) -> Option<Result<ManifestResult, Error>> {
@@ -646,7 +662,7 @@ impl Pipeline {
         if let Some(result) = entry.result {
             return Some(Ok(result));
         }
-        let config = &self.renderer.config;
+        let config = &self.config;
         if config.pause_after_failed_attempts == 0
             || entry.first_failure == 0
             || entry.consecutive_failures < config.pause_after_failed_attempts
@@ -668,9 +684,50 @@ impl Pipeline {
             message: entry.most_recent_error,
         }))
     }
-}
 
-impl Renderer {
+    /// Renders under a cross-replica lease when there is a shared tier:
+    /// one replica renders while the others wait for its result in the
+    /// cache, and take over if the holder goes away (its lease expires
+    /// unless renewed).
+    async fn render_leased(
+        self: Arc<Self>,
+        key: String,
+        request: ManifestRequest,
+        commit_sha: String,
+    ) -> Result<ManifestResult, Error> {
+        if !self.cache.is_shared() {
+            let result = self.render(request, commit_sha).await;
+            self.store(&key, &result).await;
+            return result;
+        }
+        let lease = format!("{key}|lease");
+        let token = crate::domain::unguessable_name();
+        loop {
+            if self.cache.lease(&lease, &token, RENDER_LEASE).await {
+                let renewer = {
+                    let (renderer, lease, token) = (self.clone(), lease.clone(), token.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(RENDER_LEASE / 3).await;
+                            if !renderer.cache.renew(&lease, &token, RENDER_LEASE).await {
+                                return;
+                            }
+                        }
+                    })
+                };
+                let result = self.render(request, commit_sha).await;
+                self.store(&key, &result).await;
+                renewer.abort();
+                self.cache.release(&lease, &token).await;
+                return result;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if let Some(answer) = self.cached_manifest(&key).await {
+                return answer;
+            }
+        }
+    }
+
     /// Stores a render's outcome under `key`: the result, or one more
     /// consecutive failure (when failures pause generation).
     async fn store(&self, key: &str, result: &Result<ManifestResult, Error>) {
