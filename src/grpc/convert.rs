@@ -261,6 +261,7 @@ pub fn manifest_request(request: ManifestRequest) -> Result<pipeline::ManifestRe
         has_multiple_sources: request.has_multiple_sources,
         no_cache: request.no_cache,
         no_revision_cache: request.no_revision_cache,
+        manifest_generate_paths: request.annotation_manifest_generate_paths,
     })
 }
 

@@ -98,6 +98,8 @@ pub struct ManifestRequest {
     pub has_multiple_sources: bool,
     /// Skip the manifest cache lookup (the result is still stored).
     pub no_cache: bool,
+    /// The app's `manifest-generate-paths` annotation, as sent.
+    pub manifest_generate_paths: String,
     /// Skip the ref-listing cache lookup (the listing is still stored).
     pub no_revision_cache: bool,
 }
@@ -607,9 +609,10 @@ impl Pipeline {
     ) -> Result<Option<String>, Error> {
         let (store, sha) = (store.clone(), commit_sha.to_string());
         let (path, source) = (request.source.path.clone(), request.source.clone());
+        let declared = request.manifest_generate_paths.clone();
         let closure = tokio::task::spawn_blocking(move || {
             let tree = store.commit_tree(&sha).ok()?;
-            Some(source::closure::closure(&tree, &path, &source))
+            Some(source::closure::closure(&tree, &path, &source, &declared))
         })
         .await
         .map_err(join_error)?;

@@ -278,8 +278,16 @@ fn has_escaping_symlink(tree: &CommitTree) -> bool {
 }
 
 /// The closure of rendering `source` (as the request gives it, before
-/// override files) at the app path `app_path`.
-pub fn closure(tree: &CommitTree, app_path: &str, source: &SourceSpec) -> Closure {
+/// override files) at the app path `app_path`, including the paths the
+/// app declares in its `argocd.argoproj.io/manifest-generate-paths`
+/// annotation (`;`-separated, relative to the app path or absolute from
+/// the root).
+pub fn closure(
+    tree: &CommitTree,
+    app_path: &str,
+    source: &SourceSpec,
+    generate_paths: &str,
+) -> Closure {
     let whole = || Closure::Whole {
         root: tree.root_id(),
     };
@@ -323,6 +331,19 @@ pub fn closure(tree: &CommitTree, app_path: &str, source: &SourceSpec) -> Closur
                 }
                 let path = join(&app, &file).ok_or(Stop::Whole)?;
                 builder.add(&path)?;
+            }
+        }
+        for declared in generate_paths
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            if declared.contains(['*', '?', '[', '{']) {
+                return Err(Stop::Whole);
+            }
+            let path = join(&app, declared).ok_or(Stop::Whole)?;
+            if matches!(builder.add(&path)?, Some(Entry::Directory { .. })) {
+                builder.add_directory(&path, false)?;
             }
         }
         if is_kustomize {
@@ -411,7 +432,7 @@ mod tests {
             ("unrelated.txt", "x"),
         ]);
         let tree = CommitTree::open(&dir.path().join(".git"), &sha).unwrap();
-        let closure = closure(&tree, "overlay", &SourceSpec::default());
+        let closure = closure(&tree, "overlay", &SourceSpec::default(), "");
         assert_eq!(
             paths(&closure),
             [
@@ -435,19 +456,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            paths(&super::closure(&tree, "chart", &helm)),
-            ["chart", "envs/missing.yaml", "envs/prod.yaml", "lib"]
+            paths(&super::closure(&tree, "chart", &helm, "../unrelated.txt")),
+            [
+                "chart",
+                "envs/missing.yaml",
+                "envs/prod.yaml",
+                "lib",
+                "unrelated.txt"
+            ]
         );
         assert_eq!(
-            super::closure(&tree, "remote", &SourceSpec::default()),
+            super::closure(&tree, "remote", &SourceSpec::default(), ""),
             Closure::Unbounded
         );
         assert!(matches!(
-            super::closure(&tree, "linked", &SourceSpec::default()),
+            super::closure(&tree, "linked", &SourceSpec::default(), ""),
             Closure::Whole { .. }
         ));
         assert_eq!(
-            paths(&super::closure(&tree, "base", &SourceSpec::default())),
+            paths(&super::closure(&tree, "base", &SourceSpec::default(), "")),
             ["base", "base/cm.yaml"]
         );
     }
