@@ -188,9 +188,24 @@ pub struct ServeArgs {
     /// Compression of shared cache values: gzip, none, or zstd.
     #[arg(long, env = "REDIS_COMPRESSION", default_value = "gzip")]
     pub redis_compress: String,
-    /// Sentinel addresses (not supported yet: start-up stops when set).
+    /// Sentinel addresses (`host:port`, repeatable or comma-separated);
+    /// when set, the master is the one they name.
     #[arg(long, env = "REDIS_SENTINEL_HOSTS", value_delimiter = ',')]
     pub sentinel: Vec<String>,
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_USERNAME",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub sentinel_username: String,
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub sentinel_password: String,
     #[arg(
         long = "sentinelmaster",
         env = "REDIS_SENTINEL_MASTER",
@@ -432,12 +447,12 @@ impl ServeArgs {
                 .parse::<u64>()
                 .map_err(|_| invalid(name, format!("{text:?} is not a non-negative integer")))
         };
-        if !self.sentinel.iter().all(|s| s.trim().is_empty()) {
-            return Err(invalid(
-                "--sentinel",
-                "Redis Sentinel is not supported yet; point --redis at the master (or a proxy such as Argo CD's HAProxy)",
-            ));
-        }
+        let sentinels: Vec<String> = self
+            .sentinel
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
         let compression = crate::cache::codec::Compression::parse(&self.redis_compress)
             .ok_or_else(|| {
                 invalid(
@@ -445,17 +460,29 @@ impl ServeArgs {
                     format!("{:?}: expected gzip, none or zstd", self.redis_compress),
                 )
             })?;
-        let redis_address = match &self.redis {
-            Some(address) if !address.trim().is_empty() => Some(address.trim().to_string()),
-            Some(_) => None,
-            None => self
-                .kubernetes_service_host
-                .as_ref()
-                .map(|_| "argocd-redis:6379".to_string()),
+        use crate::cache::redis::Endpoint;
+        let endpoint = if !sentinels.is_empty() {
+            Some(Endpoint::Sentinel {
+                sentinels,
+                master: self.sentinel_master.clone(),
+                username: self.sentinel_username.clone(),
+                password: self.sentinel_password.clone(),
+            })
+        } else {
+            match &self.redis {
+                Some(address) if !address.trim().is_empty() => {
+                    Some(Endpoint::Direct(address.trim().to_string()))
+                }
+                Some(_) => None,
+                None => self
+                    .kubernetes_service_host
+                    .as_ref()
+                    .map(|_| Endpoint::Direct("argocd-redis:6379".to_string())),
+            }
         };
-        let redis = match redis_address {
-            Some(address) => Some(crate::cache::redis::Config {
-                address,
+        let redis = match endpoint {
+            Some(endpoint) => Some(crate::cache::redis::Config {
+                endpoint,
                 db: self.redis_db.trim().parse().map_err(|_| {
                     invalid("REDISDB", format!("{:?} is not an integer", self.redis_db))
                 })?,

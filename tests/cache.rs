@@ -63,7 +63,7 @@ impl CountingHelm {
 
 fn redis_config(redis: &RedisServer) -> manifold::cache::redis::Config {
     manifold::cache::redis::Config {
-        address: redis.address(),
+        endpoint: manifold::cache::redis::Endpoint::Direct(redis.address()),
         db: 0,
         username: String::new(),
         password: String::new(),
@@ -446,5 +446,33 @@ async fn replicas_render_once_under_a_lease_and_take_over_from_a_dead_holder() {
     let response = waiting.await.unwrap().unwrap().into_inner();
     assert_eq!(response.source_type, "Helm");
     assert_eq!(helm.runs(), 3, "the second replica rendered it itself");
+    terminate_and_wait(second).await;
+}
+
+#[tokio::test]
+async fn server_processes_find_the_master_through_sentinel() {
+    let repo = sources_repo();
+    let redis = RedisServer::start();
+    let sentinel = RedisServer::sentinel_for(&redis);
+    let helm = CountingHelm::new();
+    let env = [
+        ("REDIS_SENTINEL_HOSTS", sentinel.address()),
+        ("REDIS_SENTINEL_MASTER", "master".to_string()),
+        ("MANIFOLD_HELM_PATH", helm.program().display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = start(&["--disable-tls"], &env);
+    let second = start(&["--disable-tls"], &env);
+    for server in [&first, &second] {
+        RepoServerServiceClient::connect(format!("http://{}", server.grpc))
+            .await
+            .unwrap()
+            .generate_manifest(chart_request(&repo.url(), "via-sentinel"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(helm.runs(), 1, "shared through the master Sentinel named");
+    assert!(redis.key_count() > 0);
+    terminate_and_wait(first).await;
     terminate_and_wait(second).await;
 }

@@ -11,11 +11,24 @@ use redis::AsyncCommands;
 
 use crate::metrics::{RedisMetrics, RedisRequestLabels};
 
+/// Where the Redis master is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `host:port`.
+    Direct(String),
+    /// Asked of these Sentinels (`host:port`), for the master `master`.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+        username: String,
+        password: String,
+    },
+}
+
 /// How to reach Redis (Argo CD's flags and variables).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
-    /// `host:port`.
-    pub address: String,
+    pub endpoint: Endpoint,
     pub db: i64,
     pub username: String,
     pub password: String,
@@ -29,8 +42,14 @@ pub struct Config {
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let endpoint = match &self.endpoint {
+            Endpoint::Direct(address) => address.clone(),
+            Endpoint::Sentinel {
+                sentinels, master, ..
+            } => format!("sentinel {master} at {}", sentinels.join(",")),
+        };
         f.debug_struct("Config")
-            .field("address", &self.address)
+            .field("endpoint", &endpoint)
             .field("db", &self.db)
             .field("username", &self.username)
             .field(
@@ -63,10 +82,24 @@ fn encode_userinfo(text: &str) -> String {
     out
 }
 
+/// A master found through Sentinel, rediscovered after a failure.
+struct Discovered {
+    sentinel: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    manager: redis::aio::ConnectionManagerConfig,
+    current: std::sync::Mutex<Option<ConnectionManager>>,
+}
+
+/// How commands reach Redis.
+#[derive(Clone)]
+enum Connection {
+    Direct(ConnectionManager),
+    Sentinel(std::sync::Arc<Discovered>),
+}
+
 /// The shared tier. Cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
-    connection: ConnectionManager,
+    connection: Connection,
     key_prefix: String,
     timeout: Duration,
     metrics: RedisMetrics,
@@ -77,46 +110,144 @@ impl Shared {
     /// Must be called within a tokio runtime.
     pub fn new(config: &Config, metrics: RedisMetrics) -> Result<Shared, Error> {
         let invalid = |message: String| Error::Address {
-            address: config.address.clone(),
+            address: format!("{config:?}"),
             message,
         };
-        if config.address.contains(['/', '@', '?', '#']) || config.address.is_empty() {
-            return Err(invalid("expected host:port".to_string()));
-        }
-        let scheme = if config.tls { "rediss" } else { "redis" };
-        let userinfo = match (config.username.is_empty(), config.password.is_empty()) {
-            (true, true) => String::new(),
-            (_, _) => format!(
-                "{}:{}@",
-                encode_userinfo(&config.username),
-                encode_userinfo(&config.password)
-            ),
+        let check = |address: &str| {
+            if address.contains(['/', '@', '?', '#']) || !address.contains(':') {
+                return Err(Error::Address {
+                    address: address.to_string(),
+                    message: "expected host:port".to_string(),
+                });
+            }
+            Ok(())
         };
-        let fragment = if config.tls && config.insecure_skip_tls_verify {
-            "#insecure"
-        } else {
-            ""
-        };
-        let url = format!(
-            "{scheme}://{userinfo}{}/{}{fragment}",
-            config.address, config.db
-        );
-        // The URL holds the password: errors must not echo it.
-        let client =
-            redis::Client::open(url).map_err(|err| invalid(format!("{:?}", err.kind())))?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager)
-            .map_err(|err| invalid(format!("{:?}", err.kind())))?;
+        let connection = match &config.endpoint {
+            Endpoint::Direct(address) => {
+                check(address)?;
+                let scheme = if config.tls { "rediss" } else { "redis" };
+                let userinfo = match (config.username.is_empty(), config.password.is_empty()) {
+                    (true, true) => String::new(),
+                    (_, _) => format!(
+                        "{}:{}@",
+                        encode_userinfo(&config.username),
+                        encode_userinfo(&config.password)
+                    ),
+                };
+                let fragment = if config.tls && config.insecure_skip_tls_verify {
+                    "#insecure"
+                } else {
+                    ""
+                };
+                let url = format!("{scheme}://{userinfo}{address}/{}{fragment}", config.db);
+                // The URL holds the password: errors must not echo it.
+                let client =
+                    redis::Client::open(url).map_err(|err| invalid(format!("{:?}", err.kind())))?;
+                Connection::Direct(
+                    ConnectionManager::new_lazy_with_config(client, manager)
+                        .map_err(|err| invalid(format!("{:?}", err.kind())))?,
+                )
+            }
+            Endpoint::Sentinel {
+                sentinels,
+                master,
+                username,
+                password,
+            } => {
+                let mut addresses = Vec::new();
+                for address in sentinels {
+                    check(address)?;
+                    let (host, port) = address.rsplit_once(':').expect("checked");
+                    let port = port.parse().map_err(|_| Error::Address {
+                        address: address.clone(),
+                        message: "bad port".to_string(),
+                    })?;
+                    addresses.push(redis::ConnectionAddr::Tcp(host.to_string(), port));
+                }
+                let tls = config.tls.then_some(if config.insecure_skip_tls_verify {
+                    redis::TlsMode::Insecure
+                } else {
+                    redis::TlsMode::Secure
+                });
+                let mut builder = redis::sentinel::SentinelClientBuilder::new(
+                    addresses,
+                    master,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|err| invalid(format!("{:?}", err.kind())))?
+                .set_client_to_redis_db(config.db);
+                if let Some(tls) = tls {
+                    builder = builder.set_client_to_redis_tls_mode(tls);
+                }
+                if !config.username.is_empty() {
+                    builder = builder.set_client_to_redis_username(&config.username);
+                }
+                if !config.password.is_empty() {
+                    builder = builder.set_client_to_redis_password(&config.password);
+                }
+                if !username.is_empty() {
+                    builder = builder.set_client_to_sentinel_username(username);
+                }
+                if !password.is_empty() {
+                    builder = builder.set_client_to_sentinel_password(password);
+                }
+                let sentinel = builder
+                    .build()
+                    .map_err(|err| invalid(format!("{:?}", err.kind())))?;
+                Connection::Sentinel(std::sync::Arc::new(Discovered {
+                    sentinel: tokio::sync::Mutex::new(sentinel),
+                    manager,
+                    current: std::sync::Mutex::new(None),
+                }))
+            }
+        };
         Ok(Shared {
             connection,
             key_prefix: config.key_prefix.clone(),
             timeout: config.timeout,
             metrics,
         })
+    }
+
+    /// A connection to the master: the direct one, or the one Sentinel
+    /// named last (asking the Sentinels again when there is none).
+    async fn connection(&self) -> Option<ConnectionManager> {
+        match &self.connection {
+            Connection::Direct(manager) => Some(manager.clone()),
+            Connection::Sentinel(discovered) => {
+                if let Some(current) = discovered.current.lock().ok()?.clone() {
+                    return Some(current);
+                }
+                let mut sentinel = discovered.sentinel.lock().await;
+                let client = tokio::time::timeout(self.timeout, sentinel.async_get_client())
+                    .await
+                    .ok()?
+                    .map_err(
+                        |err| tracing::warn!(error = %err, "redis sentinel did not name a master"),
+                    )
+                    .ok()?;
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client, discovered.manager.clone())
+                        .ok()?;
+                *discovered.current.lock().ok()? = Some(manager.clone());
+                Some(manager)
+            }
+        }
+    }
+
+    /// After a failure through Sentinel: forget the master, so the next
+    /// command asks again (it may have failed over).
+    fn forget_master(&self) {
+        if let Connection::Sentinel(discovered) = &self.connection {
+            if let Ok(mut current) = discovered.current.lock() {
+                *current = None;
+            }
+        }
     }
 
     fn key(&self, key: &str) -> String {
@@ -156,6 +287,7 @@ impl Shared {
             .inc();
         if outcome.is_none() {
             self.metrics.degraded.set(1);
+            self.forget_master();
         } else {
             self.metrics.degraded.set(0);
         }
@@ -163,7 +295,10 @@ impl Shared {
     }
 
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let mut connection = self.connection.clone();
+        let Some(mut connection) = self.connection().await else {
+            self.metrics.degraded.set(1);
+            return Default::default();
+        };
         let key = self.key(key);
         self.run("get", async move {
             connection.get::<_, Option<Vec<u8>>>(key).await
@@ -173,7 +308,10 @@ impl Shared {
     }
 
     pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) {
-        let mut connection = self.connection.clone();
+        let Some(mut connection) = self.connection().await else {
+            self.metrics.degraded.set(1);
+            return Default::default();
+        };
         let key = self.key(key);
         let millis = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
         let options = redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(millis));
@@ -188,7 +326,10 @@ impl Shared {
     /// Sets `key` to `value` only if it does not exist; `Some(true)` when
     /// it was set, `None` when Redis could not be asked.
     pub async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Option<bool> {
-        let mut connection = self.connection.clone();
+        let Some(mut connection) = self.connection().await else {
+            self.metrics.degraded.set(1);
+            return Default::default();
+        };
         let key = self.key(key);
         let millis = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
         let options = redis::SetOptions::default()
@@ -206,7 +347,10 @@ impl Shared {
     /// Deletes `key` if it still holds `value` (releasing a lease only if
     /// it is still ours).
     pub async fn delete_if(&self, key: &str, value: &str) {
-        let mut connection = self.connection.clone();
+        let Some(mut connection) = self.connection().await else {
+            self.metrics.degraded.set(1);
+            return Default::default();
+        };
         let key = self.key(key);
         let script = redis::Script::new(
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
@@ -224,7 +368,10 @@ impl Shared {
     /// Extends `key`'s lifetime to `ttl` if it still holds `value`;
     /// `Some(true)` when it did.
     pub async fn extend_if(&self, key: &str, value: &str, ttl: Duration) -> Option<bool> {
-        let mut connection = self.connection.clone();
+        let Some(mut connection) = self.connection().await else {
+            self.metrics.degraded.set(1);
+            return Default::default();
+        };
         let key = self.key(key);
         let millis = ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
         let script = redis::Script::new(
@@ -243,7 +390,10 @@ impl Shared {
     }
 
     pub async fn delete(&self, key: &str) {
-        let mut connection = self.connection.clone();
+        let Some(mut connection) = self.connection().await else {
+            self.metrics.degraded.set(1);
+            return Default::default();
+        };
         let key = self.key(key);
         self.run("del", async move { connection.del::<_, i64>(key).await })
             .await;
