@@ -212,6 +212,11 @@ pub struct ServeArgs {
         default_value = "master"
     )]
     pub sentinel_master: String,
+    /// A directory with the Redis credentials as files (`auth`,
+    /// `auth_username`, `sentinel_auth`, `sentinel_username`); when set,
+    /// the credential variables are ignored.
+    #[arg(long, hide = true, env = "REDIS_CREDS_DIR_PATH")]
+    pub redis_creds_dir_path: Option<PathBuf>,
     #[arg(long, hide = true, env = "ARGOCD_REDIS_KEY_PREFIX", default_value = "")]
     pub redis_key_prefix: String,
     /// Deadline of one Redis command (manifold's own).
@@ -461,12 +466,34 @@ impl ServeArgs {
                 )
             })?;
         use crate::cache::redis::Endpoint;
+        // Credentials: from files when a directory is given (a missing
+        // file is empty), else from the variables.
+        let [username, password, sentinel_username, sentinel_password] =
+            match &self.redis_creds_dir_path {
+                Some(dir) => [
+                    "auth_username",
+                    "auth",
+                    "sentinel_username",
+                    "sentinel_auth",
+                ]
+                .map(|name| {
+                    std::fs::read_to_string(dir.join(name))
+                        .map(|text| text.trim().to_string())
+                        .unwrap_or_default()
+                }),
+                None => [
+                    self.redis_username.clone(),
+                    self.redis_password.clone(),
+                    self.sentinel_username.clone(),
+                    self.sentinel_password.clone(),
+                ],
+            };
         let endpoint = if !sentinels.is_empty() {
             Some(Endpoint::Sentinel {
                 sentinels,
                 master: self.sentinel_master.clone(),
-                username: self.sentinel_username.clone(),
-                password: self.sentinel_password.clone(),
+                username: sentinel_username,
+                password: sentinel_password,
             })
         } else {
             match &self.redis {
@@ -486,8 +513,8 @@ impl ServeArgs {
                 db: self.redis_db.trim().parse().map_err(|_| {
                     invalid("REDISDB", format!("{:?} is not an integer", self.redis_db))
                 })?,
-                username: self.redis_username.clone(),
-                password: self.redis_password.clone(),
+                username,
+                password,
                 tls: self.redis_use_tls,
                 insecure_skip_tls_verify: self.redis_insecure_skip_tls_verify,
                 key_prefix: self.redis_key_prefix.clone(),
@@ -624,6 +651,48 @@ mod tests {
         let config = args.server_config().unwrap();
         assert_eq!(config.pipeline.parallelism_limit, Some(3));
         assert_eq!(config.pipeline.max_combined_directory_manifests_bytes, None);
+    }
+
+    #[test]
+    fn redis_settings_and_credential_files() {
+        let creds = tempfile::tempdir().unwrap();
+        std::fs::write(creds.path().join("auth"), "s3cret\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "manifold",
+            "serve",
+            "--redis",
+            "redis.example:6379",
+            "--redis-password",
+            "ignored",
+            "--redis-creds-dir-path",
+            creds.path().to_str().unwrap(),
+            "--redis-compress",
+            "zstd",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        let config = args.server_config().unwrap();
+        let redis = config.cache.redis.unwrap();
+        assert_eq!(
+            redis.endpoint,
+            crate::cache::redis::Endpoint::Direct("redis.example:6379".into())
+        );
+        assert_eq!(
+            (redis.username.as_str(), redis.password.as_str()),
+            ("", "s3cret")
+        );
+        assert_eq!(
+            config.cache.compression,
+            crate::cache::codec::Compression::Zstd
+        );
+        assert!(
+            !format!("{redis:?}").contains("s3cret"),
+            "Debug hides the password"
+        );
+
+        let cli = Cli::try_parse_from(["manifold", "serve", "--redis-compress", "lz4"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.server_config().unwrap_err().name, "--redis-compress");
     }
 
     #[test]

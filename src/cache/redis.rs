@@ -25,6 +25,26 @@ pub enum Endpoint {
     },
 }
 
+impl std::fmt::Debug for Endpoint {
+    /// Never shows the Sentinel password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Direct(address) => f.debug_tuple("Direct").field(address).finish(),
+            Endpoint::Sentinel {
+                sentinels,
+                master,
+                username,
+                ..
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", sentinels)
+                .field("master", master)
+                .field("username", username)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
 /// How to reach Redis (Argo CD's flags and variables).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
