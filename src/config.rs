@@ -185,6 +185,14 @@ pub struct ServeArgs {
     pub redis_use_tls: bool,
     #[arg(long)]
     pub redis_insecure_skip_tls_verify: bool,
+    /// PEM client certificate for Redis (mutual TLS), with its key.
+    #[arg(long)]
+    pub redis_client_certificate: Option<PathBuf>,
+    #[arg(long)]
+    pub redis_client_key: Option<PathBuf>,
+    /// PEM CA certificates for Redis; unset means the system's.
+    #[arg(long)]
+    pub redis_ca_certificate: Option<PathBuf>,
     /// Compression of shared cache values: gzip, none, or zstd.
     #[arg(long, env = "REDIS_COMPRESSION", default_value = "gzip")]
     pub redis_compress: String,
@@ -507,9 +515,31 @@ impl ServeArgs {
                     .map(|_| Endpoint::Direct("argocd-redis:6379".to_string())),
             }
         };
+        let read = |name: &'static str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, Error> {
+            let Some(path) = path.as_ref().filter(|p| !p.as_os_str().is_empty()) else {
+                return Ok(None);
+            };
+            std::fs::read(path)
+                .map(Some)
+                .map_err(|err| invalid(name, format!("{}: {err}", path.display())))
+        };
+        let client_certificate = match (
+            read("--redis-client-certificate", &self.redis_client_certificate)?,
+            read("--redis-client-key", &self.redis_client_key)?,
+        ) {
+            (Some(certificate), Some(key)) => Some((certificate, key)),
+            (None, None) => None,
+            _ => return Err(invalid(
+                "--redis-client-certificate",
+                "a client certificate needs its key (--redis-client-key), and the other way round",
+            )),
+        };
+        let ca_certificate = read("--redis-ca-certificate", &self.redis_ca_certificate)?;
         let redis = match endpoint {
             Some(endpoint) => Some(crate::cache::redis::Config {
                 endpoint,
+                client_certificate,
+                ca_certificate,
                 db: self.redis_db.trim().parse().map_err(|_| {
                     invalid("REDISDB", format!("{:?} is not an integer", self.redis_db))
                 })?,

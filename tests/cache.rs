@@ -69,6 +69,8 @@ fn redis_config(redis: &RedisServer) -> manifold::cache::redis::Config {
         password: String::new(),
         tls: false,
         insecure_skip_tls_verify: false,
+        client_certificate: None,
+        ca_certificate: None,
         key_prefix: String::new(),
         timeout: Duration::from_millis(500),
     }
@@ -473,6 +475,38 @@ async fn server_processes_find_the_master_through_sentinel() {
     }
     assert_eq!(helm.runs(), 1, "shared through the master Sentinel named");
     assert!(redis.key_count() > 0);
+    terminate_and_wait(first).await;
+    terminate_and_wait(second).await;
+}
+
+#[tokio::test]
+async fn the_shared_tier_speaks_tls_with_a_given_ca() {
+    let repo = sources_repo();
+    let (redis, ca) = RedisServer::start_tls();
+    let helm = CountingHelm::new();
+    let ca = ca.display().to_string();
+    let env = [
+        ("REDIS_SERVER", redis.address()),
+        ("MANIFOLD_HELM_PATH", helm.program().display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = [
+        "--disable-tls",
+        "--redis-use-tls",
+        "--redis-ca-certificate",
+        &ca,
+    ];
+    let first = start(&args, &env);
+    let second = start(&args, &env);
+    for server in [&first, &second] {
+        RepoServerServiceClient::connect(format!("http://{}", server.grpc))
+            .await
+            .unwrap()
+            .generate_manifest(chart_request(&repo.url(), "over-tls"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(helm.runs(), 1, "shared through Redis over TLS");
     terminate_and_wait(first).await;
     terminate_and_wait(second).await;
 }

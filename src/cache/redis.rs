@@ -54,6 +54,10 @@ pub struct Config {
     pub password: String,
     pub tls: bool,
     pub insecure_skip_tls_verify: bool,
+    /// PEM client certificate and key (mutual TLS), when given.
+    pub client_certificate: Option<(Vec<u8>, Vec<u8>)>,
+    /// PEM CA certificates to trust instead of the system's, when given.
+    pub ca_certificate: Option<Vec<u8>>,
     /// Prepended to every key (`ARGOCD_REDIS_KEY_PREFIX`).
     pub key_prefix: String,
     /// Deadline of one operation.
@@ -87,6 +91,23 @@ impl std::fmt::Debug for Config {
 pub enum Error {
     #[error("invalid Redis address {address:?}: {message}")]
     Address { address: String, message: String },
+}
+
+/// The client certificate and CA to use, when any is configured.
+fn tls_certificates(config: &Config) -> Option<redis::TlsCertificates> {
+    if config.client_certificate.is_none() && config.ca_certificate.is_none() {
+        return None;
+    }
+    Some(redis::TlsCertificates {
+        client_tls: config
+            .client_certificate
+            .clone()
+            .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+        root_cert: config.ca_certificate.clone(),
+    })
 }
 
 /// Percent-encodes a URL user-info part.
@@ -166,8 +187,13 @@ impl Shared {
                 };
                 let url = format!("{scheme}://{userinfo}{address}/{}{fragment}", config.db);
                 // The URL holds the password: errors must not echo it.
-                let client =
-                    redis::Client::open(url).map_err(|err| invalid(format!("{:?}", err.kind())))?;
+                let client = match tls_certificates(config) {
+                    Some(certificates) if config.tls => {
+                        redis::Client::build_with_tls(url, certificates)
+                    }
+                    _ => redis::Client::open(url),
+                }
+                .map_err(|err| invalid(format!("{:?}", err.kind())))?;
                 Connection::Direct(
                     ConnectionManager::new_lazy_with_config(client, manager)
                         .map_err(|err| invalid(format!("{:?}", err.kind())))?,
@@ -203,6 +229,9 @@ impl Shared {
                 .set_client_to_redis_db(config.db);
                 if let Some(tls) = tls {
                     builder = builder.set_client_to_redis_tls_mode(tls);
+                    if let Some(certificates) = tls_certificates(config) {
+                        builder = builder.set_client_to_redis_certificates(certificates);
+                    }
                 }
                 if !config.username.is_empty() {
                     builder = builder.set_client_to_redis_username(&config.username);
