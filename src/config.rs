@@ -180,7 +180,7 @@ pub struct ServeArgs {
         default_value = "",
         hide_env_values = true
     )]
-    pub redis_password: String,
+    pub redis_password: Secret,
     #[arg(long)]
     pub redis_use_tls: bool,
     #[arg(long)]
@@ -213,7 +213,7 @@ pub struct ServeArgs {
         default_value = "",
         hide_env_values = true
     )]
-    pub sentinel_password: String,
+    pub sentinel_password: Secret,
     #[arg(
         long = "sentinelmaster",
         env = "REDIS_SENTINEL_MASTER",
@@ -264,6 +264,24 @@ pub struct ServeArgs {
     /// The kustomize binary for sources that name no version.
     #[arg(long, env = "MANIFOLD_KUSTOMIZE_PATH", default_value = "kustomize")]
     pub kustomize_path: PathBuf,
+}
+
+/// A setting that must never be printed (passwords): `Debug` shows `***`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(text.to_string()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -491,9 +509,9 @@ impl ServeArgs {
                 }),
                 None => [
                     self.redis_username.clone(),
-                    self.redis_password.clone(),
+                    self.redis_password.0.clone(),
                     self.sentinel_username.clone(),
-                    self.sentinel_password.clone(),
+                    self.sentinel_password.0.clone(),
                 ],
             };
         let endpoint = if !sentinels.is_empty() {
@@ -701,6 +719,10 @@ mod tests {
         ])
         .unwrap();
         let Command::Serve(args) = cli.command;
+        assert!(
+            !format!("{args:?}").contains("ignored"),
+            "Debug hides passwords"
+        );
         let config = args.server_config().unwrap();
         let redis = config.cache.redis.unwrap();
         assert_eq!(

@@ -181,9 +181,15 @@ async fn redis_dying_in_the_middle_of_a_stream_fails_no_request() {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(failed > 0.0, "{metrics}");
-    // Redis is used again once it is back: the apps after the restart
-    // (and their ref listing) were written there.
-    assert!(redis.key_count() >= 10, "{} keys", redis.key_count());
+    // Redis is used again once it is back (after the pause that follows
+    // failures): new renders reach it.
+    let mut extra = 0;
+    while redis.key_count() == 0 {
+        assert!(extra < 100, "Redis never used again");
+        extra += 1;
+        call(format!("after-{extra}")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.shutdown().await.unwrap();
 }
 

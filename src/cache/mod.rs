@@ -114,6 +114,30 @@ impl Cache {
         }
     }
 
+    /// Writes `value` where every replica reads it first: Redis when there
+    /// is a shared tier (dropping any in-process copy, which could go
+    /// stale), else the in-process tier. For records replicas update in
+    /// turn (failure counts).
+    pub async fn set_shared(&self, key: &str, value: &[u8], ttl: Duration) {
+        match &self.shared {
+            Some(shared) => {
+                self.memory.remove(key);
+                shared
+                    .set(key, &codec::encode(value, self.compression), ttl)
+                    .await;
+            }
+            None => self.memory.insert(key, Arc::from(value), ttl),
+        }
+    }
+
+    /// Drops the in-process copy of `key` when a shared tier holds the
+    /// authoritative one.
+    pub fn forget_local(&self, key: &str) {
+        if self.shared.is_some() {
+            self.memory.remove(key);
+        }
+    }
+
     pub async fn delete(&self, key: &str) {
         self.memory.remove(key);
         if let Some(shared) = &self.shared {

@@ -137,9 +137,22 @@ enum Connection {
     Sentinel(std::sync::Arc<Discovered>),
 }
 
+/// After a failure Redis is left alone for a while (doubling up to
+/// [`MAX_BACKOFF`]), so a dead or black-holed Redis costs one deadline per
+/// period instead of one per command.
+#[derive(Default)]
+struct Breaker {
+    open_until: Option<Instant>,
+    backoff: Duration,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// The shared tier. Cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
+    breaker: std::sync::Arc<std::sync::Mutex<Breaker>>,
     connection: Connection,
     key_prefix: String,
     timeout: Duration,
@@ -256,6 +269,7 @@ impl Shared {
             }
         };
         Ok(Shared {
+            breaker: Default::default(),
             connection,
             key_prefix: config.key_prefix.clone(),
             timeout: config.timeout,
@@ -272,7 +286,13 @@ impl Shared {
                 if let Some(current) = discovered.current.lock().ok()?.clone() {
                     return Some(current);
                 }
-                let mut sentinel = discovered.sentinel.lock().await;
+                let mut sentinel = tokio::time::timeout(self.timeout, discovered.sentinel.lock())
+                    .await
+                    .ok()?;
+                // Someone else may have asked while we waited.
+                if let Some(current) = discovered.current.lock().ok()?.clone() {
+                    return Some(current);
+                }
                 let client = tokio::time::timeout(self.timeout, sentinel.async_get_client())
                     .await
                     .ok()?
@@ -311,6 +331,11 @@ impl Shared {
         operation: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Option<T> {
         let started = Instant::now();
+        if let Ok(breaker) = self.breaker.lock() {
+            if breaker.open_until.is_some_and(|until| started < until) {
+                return None;
+            }
+        }
         let result = tokio::time::timeout(self.timeout, operation).await;
         self.metrics
             .duration
@@ -334,6 +359,14 @@ impl Shared {
                 failed: if outcome.is_some() { "false" } else { "true" },
             })
             .inc();
+        if let Ok(mut breaker) = self.breaker.lock() {
+            if outcome.is_none() {
+                breaker.backoff = (breaker.backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                breaker.open_until = Some(Instant::now() + breaker.backoff);
+            } else {
+                *breaker = Breaker::default();
+            }
+        }
         if outcome.is_none() {
             self.metrics.degraded.set(1);
             self.forget_master();

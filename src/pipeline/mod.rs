@@ -49,6 +49,55 @@ pub enum Error {
 /// for at most this long.
 const RENDER_LEASE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Longest a replica waits for another's render of the same key before
+/// rendering itself.
+const RENDER_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A held render lease: renewed in the background until dropped, then
+/// released (also when the render is cancelled or panics).
+struct HeldLease {
+    renewer: tokio::task::JoinHandle<()>,
+    renderer: Arc<Renderer>,
+    lease: String,
+    token: String,
+}
+
+impl HeldLease {
+    fn start(renderer: Arc<Renderer>, lease: String, token: String) -> HeldLease {
+        let renewer = {
+            let (renderer, lease, token) = (renderer.clone(), lease.clone(), token.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RENDER_LEASE / 3).await;
+                    if !renderer.cache.renew(&lease, &token, RENDER_LEASE).await {
+                        return;
+                    }
+                }
+            })
+        };
+        HeldLease {
+            renewer,
+            renderer,
+            lease,
+            token,
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let (renderer, lease, token) = (
+            self.renderer.clone(),
+            std::mem::take(&mut self.lease),
+            std::mem::take(&mut self.token),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { renderer.cache.release(&lease, &token).await });
+        }
+    }
+}
+
 /// Limits and concurrency of the render stage.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -183,6 +232,24 @@ struct CachedManifest {
     most_recent_error: String,
     #[serde(default)]
     cached_errors_returned: u32,
+}
+
+/// Whether a failure counts toward pausing generation: failures of the
+/// render itself (as in Argo CD), not of the server (I/O, a missing tool)
+/// nor inputs manifold cannot render yet (which must keep answering
+/// UNIMPLEMENTED).
+fn pauses_generation(err: &Error) -> bool {
+    match err {
+        Error::Render(err) => !matches!(
+            err,
+            render::Error::Io { .. }
+                | render::Error::ToolUnavailable { .. }
+                | render::Error::NotImplemented { .. }
+        ),
+        Error::Source(_) => true,
+        Error::Shared(inner) => pauses_generation(inner),
+        _ => false,
+    }
 }
 
 fn unix_now() -> u64 {
@@ -380,41 +447,44 @@ impl Pipeline {
         }
         let (stores, cache, url) = (self.stores.clone(), self.cache.clone(), repo_url.clone());
         let listing_key = key.clone();
-        let flight = self.listings.join(key.clone(), move || async move {
-            let lock_timeout = cache.config.revision_cache_lock_timeout;
-            let lock = format!("{listing_key}|lock");
-            let token = crate::domain::unguessable_name();
-            let mut locked = false;
-            if !fresh && cache.is_shared() && !lock_timeout.is_zero() {
-                let deadline = Instant::now() + lock_timeout;
-                loop {
-                    if cache.lease(&lock, &token, lock_timeout).await {
-                        locked = true;
-                        break;
-                    }
-                    // Another replica lists: wait for its result, but not
-                    // past the lock's lifetime.
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    if let Some(refs) = cache.get("refs", &listing_key, ttl).await.and_then(cached)
-                    {
-                        return Ok(refs);
-                    }
-                    if Instant::now() >= deadline {
-                        break;
+        let flight = self
+            .listings
+            .join(format!("{key}|fresh={fresh}"), move || async move {
+                let lock_timeout = cache.config.revision_cache_lock_timeout;
+                let lock = format!("{listing_key}|lock");
+                let token = crate::domain::unguessable_name();
+                let mut locked = false;
+                if !fresh && cache.is_shared() && !lock_timeout.is_zero() {
+                    let deadline = Instant::now() + lock_timeout;
+                    loop {
+                        if cache.lease(&lock, &token, lock_timeout).await {
+                            locked = true;
+                            break;
+                        }
+                        // Another replica lists: wait for its result, but not
+                        // past the lock's lifetime.
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        if let Some(refs) =
+                            cache.get("refs", &listing_key, ttl).await.and_then(cached)
+                        {
+                            return Ok(refs);
+                        }
+                        if Instant::now() >= deadline {
+                            break;
+                        }
                     }
                 }
-            }
-            let listed = stores.list_refs(&url).await;
-            if let Ok(refs) = &listed {
-                if let Ok(bytes) = serde_json::to_vec(refs) {
-                    cache.set(&listing_key, &bytes, ttl).await;
+                let listed = stores.list_refs(&url).await;
+                if let Ok(refs) = &listed {
+                    if let Ok(bytes) = serde_json::to_vec(refs) {
+                        cache.set(&listing_key, &bytes, ttl).await;
+                    }
                 }
-            }
-            if locked {
-                cache.release(&lock, &token).await;
-            }
-            listed.map_err(Arc::new)
-        });
+                if locked {
+                    cache.release(&lock, &token).await;
+                }
+                listed.map_err(Arc::new)
+            });
         match flight.wait().await {
             Ok(listed) => listed.map_err(|shared| {
                 Error::Git(Arc::try_unwrap(shared).unwrap_or_else(git::Error::Shared))
@@ -537,7 +607,7 @@ impl Pipeline {
         let key = cache::key::render(
             &request.repo_url.normalized(),
             &commit_sha,
-            &RenderInputs::of(&request, tools),
+            &RenderInputs::of(&request, &tools),
         );
         if !request.no_cache {
             if let Some(answer) = self.cached_manifest(&key).await {
@@ -610,29 +680,36 @@ impl Pipeline {
         let (store, sha) = (store.clone(), commit_sha.to_string());
         let (path, source) = (request.source.path.clone(), request.source.clone());
         let declared = request.manifest_generate_paths.clone();
-        let closure = tokio::task::spawn_blocking(move || {
+        let build_options = request.kustomize_options.build_options.clone();
+        let inputs = tokio::task::spawn_blocking(move || {
             let tree = store.commit_tree(&sha).ok()?;
-            Some(source::closure::closure(&tree, &path, &source, &declared))
+            Some(source::closure::inputs(
+                &tree,
+                &path,
+                &source,
+                &build_options,
+                &declared,
+            ))
         })
         .await
         .map_err(join_error)?;
-        let Some(closure) = closure else {
+        let Some(inputs) = inputs else {
             return Ok(None);
         };
         // A source that substitutes the commit (or the revision as asked)
         // into its output depends on more than the content; otherwise the
         // commit, and how it was asked for, do not matter.
         let json = serde_json::to_string(&request.source).unwrap_or_default();
-        let depends_on_commit = json.contains("ARGOCD_APP_REVISION");
+        let depends_on_commit = inputs.depends_on_commit || json.contains("ARGOCD_APP_REVISION");
         let mut content_request = request.clone();
-        if !json.contains("ARGOCD_APP_SOURCE_TARGET_REVISION") {
+        if !depends_on_commit && !json.contains("ARGOCD_APP_SOURCE_TARGET_REVISION") {
             content_request.source.target_revision.clear();
         }
         Ok(cache::key::content(
             &request.repo_url.normalized(),
-            &closure,
+            &inputs.closure,
             depends_on_commit.then_some(commit_sha),
-            &RenderInputs::of(&content_request, self.renderer.tools.fingerprint().await),
+            &RenderInputs::of(&content_request, &self.renderer.tools.fingerprint().await),
         ))
     }
 
@@ -665,6 +742,8 @@ impl Renderer {
         if let Some(result) = entry.result {
             return Some(Ok(result));
         }
+        // Failure records live where every replica sees the latest.
+        self.cache.forget_local(key);
         let config = &self.config;
         if config.pause_after_failed_attempts == 0
             || entry.first_failure == 0
@@ -681,7 +760,7 @@ impl Renderer {
         }
         entry.cached_errors_returned += 1;
         if let Ok(bytes) = serde_json::to_vec(&entry) {
-            self.cache.set(key, &bytes, ttl).await;
+            self.cache.set_shared(key, &bytes, ttl).await;
         }
         Some(Err(Error::CachedFailure {
             message: entry.most_recent_error,
@@ -698,6 +777,9 @@ impl Renderer {
         request: ManifestRequest,
         commit_sha: String,
     ) -> Result<ManifestResult, Error> {
+        // A waiter with noCache must not take another replica's older
+        // answer: it waits for the lease and renders.
+        let no_cache = request.no_cache;
         if !self.cache.is_shared() {
             let result = self.render(request, commit_sha).await;
             self.store(&key, &result).await;
@@ -705,26 +787,21 @@ impl Renderer {
         }
         let lease = format!("{key}|lease");
         let token = crate::domain::unguessable_name();
+        // Waiting for another replica is bounded: past this, render here.
+        let deadline = Instant::now() + RENDER_LEASE_WAIT;
         loop {
-            if self.cache.lease(&lease, &token, RENDER_LEASE).await {
-                let renewer = {
-                    let (renderer, lease, token) = (self.clone(), lease.clone(), token.clone());
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::time::sleep(RENDER_LEASE / 3).await;
-                            if !renderer.cache.renew(&lease, &token, RENDER_LEASE).await {
-                                return;
-                            }
-                        }
-                    })
-                };
+            let holder =
+                Instant::now() >= deadline || self.cache.lease(&lease, &token, RENDER_LEASE).await;
+            if holder {
+                let _held = HeldLease::start(self.clone(), lease.clone(), token.clone());
                 let result = self.render(request, commit_sha).await;
                 self.store(&key, &result).await;
-                renewer.abort();
-                self.cache.release(&lease, &token).await;
                 return result;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if no_cache {
+                continue;
+            }
             if let Some(answer) = self.cached_manifest(&key).await {
                 return answer;
             }
@@ -740,7 +817,9 @@ impl Renderer {
                 result: Some(result.clone()),
                 ..Default::default()
             },
-            Err(_) if self.config.pause_after_failed_attempts == 0 => return,
+            Err(err) if self.config.pause_after_failed_attempts == 0 || !pauses_generation(err) => {
+                return
+            }
             Err(err) => {
                 let mut entry = self
                     .cache
@@ -754,7 +833,10 @@ impl Renderer {
                 }
                 entry.consecutive_failures += 1;
                 entry.most_recent_error = err.to_string();
-                entry
+                if let Ok(bytes) = serde_json::to_vec(&entry) {
+                    self.cache.set_shared(key, &bytes, ttl).await;
+                }
+                return;
             }
         };
         if let Ok(bytes) = serde_json::to_vec(&entry) {

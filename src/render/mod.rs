@@ -50,8 +50,8 @@ pub struct Tools {
     work: PathBuf,
     helm_deps: Arc<helm::DepsCache>,
     kustomize_versions: kustomize::VersionProbe,
-    /// The configured tools and their versions, probed once.
-    fingerprint: tokio::sync::OnceCell<String>,
+    /// The configured tools and their versions, once both probes worked.
+    fingerprint: tokio::sync::Mutex<Option<String>>,
 }
 
 impl Tools {
@@ -83,39 +83,53 @@ impl Tools {
     /// The configured helm and kustomize binaries with the versions they
     /// report, probed once: part of every cache key, so a new tool
     /// version never serves what an old one rendered.
-    pub async fn fingerprint(&self) -> &str {
-        self.fingerprint
-            .get_or_init(|| async {
-                let probe = |program: &Path, args: &[&str]| {
-                    let home = self.work.join("helm/homes");
-                    exec::Invocation::new(program.as_os_str(), &self.work)
-                        .args(args.iter().copied())
-                        .env("HOME", &home)
-                        .env("HELM_CONFIG_HOME", home.join("probe-config"))
-                        .env("HELM_CACHE_HOME", self.work.join("helm/cache"))
-                        .env("HELM_DATA_HOME", self.work.join("helm/data"))
-                };
-                let version = |output: Result<exec::Output, exec::Error>| match output {
-                    Ok(output) => String::from_utf8_lossy(&output.stdout).trim().to_string(),
-                    Err(_) => "unavailable".to_string(),
-                };
-                let quick = self
-                    .supervisor
-                    .with_timeout(std::time::Duration::from_secs(10));
-                let helm = version(
-                    quick
-                        .run(probe(&self.config.helm, &["version", "--short"]))
-                        .await,
-                );
-                let kustomize =
-                    version(quick.run(probe(&self.config.kustomize, &["version"])).await);
+    pub async fn fingerprint(&self) -> String {
+        let mut known = self.fingerprint.lock().await;
+        if let Some(known) = known.as_ref() {
+            return known.clone();
+        }
+        let (fingerprint, complete) = {
+            let probe = |program: &Path, args: &[&str]| {
+                let home = self.work.join("helm/homes");
+                exec::Invocation::new(program.as_os_str(), &self.work)
+                    .args(args.iter().copied())
+                    .env("HOME", &home)
+                    .env("HELM_CONFIG_HOME", home.join("probe-config"))
+                    .env("HELM_CACHE_HOME", self.work.join("helm/cache"))
+                    .env("HELM_DATA_HOME", self.work.join("helm/data"))
+            };
+            let version = |output: Result<exec::Output, exec::Error>| match output {
+                Ok(output) => Some(String::from_utf8_lossy(&output.stdout).trim().to_string()),
+                Err(_) => None,
+            };
+            let quick = self
+                .supervisor
+                .with_timeout(std::time::Duration::from_secs(10));
+            let helm = version(
+                quick
+                    .run(probe(&self.config.helm, &["version", "--short"]))
+                    .await,
+            );
+            let kustomize = version(quick.run(probe(&self.config.kustomize, &["version"])).await);
+            let complete = helm.is_some() && kustomize.is_some();
+            let shown = |v: Option<String>| v.unwrap_or_else(|| "unavailable".to_string());
+            (
                 format!(
-                    "helm={}@{helm};kustomize={}@{kustomize}",
+                    "helm={}@{};kustomize={}@{}",
                     self.config.helm.display(),
-                    self.config.kustomize.display()
-                )
-            })
-            .await
+                    shown(helm),
+                    self.config.kustomize.display(),
+                    shown(kustomize)
+                ),
+                complete,
+            )
+        };
+        // A probe that failed (a tool missing, a timeout under load) is
+        // tried again by the next request.
+        if complete {
+            *known = Some(fingerprint.clone());
+        }
+        fingerprint
     }
 
     fn views_dir(&self) -> PathBuf {

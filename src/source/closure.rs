@@ -76,6 +76,9 @@ enum Stop {
 }
 
 struct Builder<'a> {
+    /// Whether the render can read the process environment (and with it
+    /// `ARGOCD_APP_REVISION`): kustomize env files take keys from it.
+    reads_environment: bool,
     tree: &'a CommitTree,
     entries: BTreeMap<String, Option<String>>,
     kustomizations: HashSet<String>,
@@ -140,9 +143,12 @@ impl Builder<'_> {
         }
         self.add_directory(dir, false)?;
         for file in ["Chart.yaml", "requirements.yaml"] {
-            let Some(chart) = self.yaml(&join(dir, file).ok_or(Stop::Whole)?) else {
+            let path = join(dir, file).ok_or(Stop::Whole)?;
+            if self.tree.entry(&path).is_none() {
                 continue;
-            };
+            }
+            // A chart file the rules cannot read may name anything.
+            let chart = self.yaml(&path).ok_or(Stop::Whole)?;
             let dependencies = chart["dependencies"]
                 .as_array()
                 .cloned()
@@ -174,10 +180,8 @@ impl Builder<'_> {
         else {
             return Ok(());
         };
-        let Some(kustomization) = self.yaml(&file) else {
-            // Unreadable here; kustomize will say why.
-            return Ok(());
-        };
+        // A kustomization the rules cannot read may reference anything.
+        let kustomization = self.yaml(&file).ok_or(Stop::Whole)?;
         for field in ["helmCharts", "helmGlobals", "helmChartInflationGenerator"] {
             if !kustomization[field].is_null() {
                 return Err(Stop::Whole);
@@ -220,8 +224,13 @@ impl Builder<'_> {
         for field in ["configMapGenerator", "secretGenerator"] {
             for generator in kustomization[field].as_array().into_iter().flatten() {
                 let mut files = strings(&generator["files"]);
-                files.extend(strings(&generator["envs"]));
-                files.extend(strings(&generator["env"]));
+                let envs: Vec<String> = strings(&generator["envs"])
+                    .into_iter()
+                    .chain(strings(&generator["env"]))
+                    .collect();
+                // An env file's bare `KEY` lines come from the environment.
+                self.reads_environment |= !envs.is_empty();
+                files.extend(envs);
                 // `key=path` names the key.
                 references.extend(
                     files
@@ -277,19 +286,65 @@ fn has_escaping_symlink(tree: &CommitTree) -> bool {
     found
 }
 
+/// What a render reads, and whether its output can depend on the commit
+/// itself (not just on what the commit holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inputs {
+    pub closure: Closure,
+    pub depends_on_commit: bool,
+}
+
 /// The closure of rendering `source` (as the request gives it, before
-/// override files) at the app path `app_path`, including the paths the
-/// app declares in its `argocd.argoproj.io/manifest-generate-paths`
-/// annotation (`;`-separated, relative to the app path or absolute from
-/// the root).
-pub fn closure(
+/// override files, with these kustomize build options) at the app path
+/// `app_path`, including the paths the app declares in its
+/// `argocd.argoproj.io/manifest-generate-paths` annotation (`;`-separated,
+/// relative to the app path or absolute from the root).
+pub fn inputs(
+    tree: &CommitTree,
+    app_path: &str,
+    source: &SourceSpec,
+    kustomize_build_options: &str,
+    generate_paths: &str,
+) -> Inputs {
+    let names = join("", app_path)
+        .filter(|_| !app_path.starts_with('/'))
+        .and_then(|app| tree.list(&app))
+        .unwrap_or_default();
+    // Override files can substitute the revision, and exec plugins read
+    // the environment: the commit matters.
+    let overrides = names.iter().any(|n| n.starts_with(".argocd-source"));
+    let plugins = ["--enable-exec", "--enable-alpha-plugins", "--enable-star"]
+        .iter()
+        .any(|flag| kustomize_build_options.contains(flag));
+    if kustomize_build_options.contains("LoadRestrictionsNone") {
+        return Inputs {
+            closure: Closure::Whole {
+                root: tree.root_id(),
+            },
+            depends_on_commit: overrides || plugins,
+        };
+    }
+    let (closure, reads_environment) = closure(tree, app_path, source, generate_paths);
+    Inputs {
+        closure,
+        depends_on_commit: overrides || plugins || reads_environment,
+    }
+}
+
+/// [`inputs`]' closure, and whether the render reads the environment.
+fn closure(
     tree: &CommitTree,
     app_path: &str,
     source: &SourceSpec,
     generate_paths: &str,
-) -> Closure {
-    let whole = || Closure::Whole {
-        root: tree.root_id(),
+) -> (Closure, bool) {
+    let whole = || {
+        (
+            Closure::Whole {
+                root: tree.root_id(),
+            },
+            false,
+        )
     };
     if app_path.starts_with('/') {
         return whole();
@@ -298,6 +353,7 @@ pub fn closure(
         return whole();
     };
     let mut builder = Builder {
+        reads_environment: false,
         tree,
         entries: BTreeMap::new(),
         kustomizations: HashSet::new(),
@@ -313,7 +369,9 @@ pub fn closure(
     let is_kustomize =
         source.kustomize.is_some() || KUSTOMIZATION_NAMES.iter().any(|name| has(name));
     let outcome = (|| -> Result<(), Stop> {
-        builder.add_directory(&app, !is_helm && !is_kustomize)?;
+        // Jsonnet can import anywhere; whether it is rendered depends on
+        // the enabled source types, so any `.jsonnet` file counts.
+        builder.add_directory(&app, true)?;
         if is_helm {
             builder.chart(&app, 0)?;
             let helm = source.helm.clone().unwrap_or_default();
@@ -326,7 +384,8 @@ pub fn closure(
                 if file.contains("://") {
                     return Err(Stop::Unbounded);
                 }
-                if file.starts_with('$') || file.contains(['*', '?', '[']) {
+                // `$VAR` anywhere in a path is substituted before reading.
+                if file.contains(['$', '*', '?', '[']) {
                     return Err(Stop::Whole);
                 }
                 let path = join(&app, &file).ok_or(Stop::Whole)?;
@@ -356,13 +415,17 @@ pub fn closure(
         }
         Ok(())
     })();
+    let reads_environment = builder.reads_environment;
     match outcome {
-        Err(Stop::Whole) => whole(),
-        Err(Stop::Unbounded) => Closure::Unbounded,
-        Ok(()) => Closure::Paths {
-            escaping_symlink: (is_helm || is_kustomize) && has_escaping_symlink(tree),
-            entries: builder.entries,
-        },
+        Err(Stop::Whole) => (whole().0, reads_environment),
+        Err(Stop::Unbounded) => (Closure::Unbounded, reads_environment),
+        Ok(()) => (
+            Closure::Paths {
+                escaping_symlink: (is_helm || is_kustomize) && has_escaping_symlink(tree),
+                entries: builder.entries,
+            },
+            reads_environment,
+        ),
     }
 }
 
@@ -422,7 +485,7 @@ mod tests {
             ("shared/patch.yaml", "x"),
             (
                 "overlay/kustomization.yaml",
-                "resources:\n- ../base\npatches:\n- path: ../shared/patch.yaml\nconfigMapGenerator:\n- name: g\n  files:\n  - key=../shared/data.txt\n",
+                "resources:\n- ../base\npatches:\n- path: ../shared/patch.yaml\nconfigMapGenerator:\n- name: g\n  files:\n  - key=../shared/data.txt\n  envs:\n  - ../shared/build.env\n",
             ),
             ("chart/Chart.yaml", "apiVersion: v2\nname: c\nversion: 1.0.0\ndependencies:\n- name: lib\n  repository: file://../lib\n"),
             ("lib/Chart.yaml", "apiVersion: v2\nname: lib\nversion: 1.0.0\n"),
@@ -432,13 +495,15 @@ mod tests {
             ("unrelated.txt", "x"),
         ]);
         let tree = CommitTree::open(&dir.path().join(".git"), &sha).unwrap();
-        let closure = closure(&tree, "overlay", &SourceSpec::default(), "");
+        let (closure, reads_environment) = closure(&tree, "overlay", &SourceSpec::default(), "");
+        assert!(reads_environment, "a generator env file");
         assert_eq!(
             paths(&closure),
             [
                 "base",
                 "base/cm.yaml",
                 "overlay",
+                "shared/build.env",
                 "shared/data.txt",
                 "shared/patch.yaml"
             ]
@@ -456,7 +521,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            paths(&super::closure(&tree, "chart", &helm, "../unrelated.txt")),
+            paths(&super::closure(&tree, "chart", &helm, "../unrelated.txt").0),
             [
                 "chart",
                 "envs/missing.yaml",
@@ -466,15 +531,15 @@ mod tests {
             ]
         );
         assert_eq!(
-            super::closure(&tree, "remote", &SourceSpec::default(), ""),
+            super::closure(&tree, "remote", &SourceSpec::default(), "").0,
             Closure::Unbounded
         );
         assert!(matches!(
-            super::closure(&tree, "linked", &SourceSpec::default(), ""),
+            super::closure(&tree, "linked", &SourceSpec::default(), "").0,
             Closure::Whole { .. }
         ));
         assert_eq!(
-            paths(&super::closure(&tree, "base", &SourceSpec::default(), "")),
+            paths(&super::closure(&tree, "base", &SourceSpec::default(), "").0),
             ["base", "base/cm.yaml"]
         );
     }
