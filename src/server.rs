@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::grpc::proto::repository::repo_server_service_server::RepoServerServiceServer;
@@ -304,7 +303,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let grpc_stop = wait_for_stop(stopped.clone());
     let grpc_task = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_stop)
+            // TCP_NODELAY, as Go (and so Argo CD) sets it: without it,
+            // small responses wait for Nagle's algorithm (~40 ms stalls).
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                grpc_stop,
+            )
             .await
             .map_err(|err| Error::Serve {
                 message: err.to_string(),

@@ -252,6 +252,68 @@ fn pauses_generation(err: &Error) -> bool {
     }
 }
 
+/// Marks the binary encoding of a [`CachedManifest`] (JSON starts with
+/// `{`).
+const BINARY_ENTRY: u8 = b'B';
+
+impl CachedManifest {
+    /// The entry as bytes: a marker, the entry without its manifests as
+    /// JSON, then each manifest as a length and its bytes. Manifests are
+    /// JSON themselves; inside a JSON string every quote would be escaped
+    /// and unescaped again, which was most of a cache hit's CPU.
+    fn encode(&self) -> Option<Vec<u8>> {
+        let mut header = self.clone();
+        let manifests = header
+            .result
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.manifests))
+            .unwrap_or_default();
+        let json = serde_json::to_vec(&header).ok()?;
+        let size = manifests.iter().map(|m| m.len() + 4).sum::<usize>();
+        let mut out = Vec::with_capacity(1 + 8 + json.len() + size);
+        out.push(BINARY_ENTRY);
+        out.extend_from_slice(&u32::try_from(json.len()).ok()?.to_le_bytes());
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&u32::try_from(manifests.len()).ok()?.to_le_bytes());
+        for manifest in &manifests {
+            out.extend_from_slice(&u32::try_from(manifest.len()).ok()?.to_le_bytes());
+            out.extend_from_slice(manifest.as_bytes());
+        }
+        Some(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<CachedManifest> {
+        let Some(rest) = bytes.strip_prefix(&[BINARY_ENTRY]) else {
+            return serde_json::from_slice(bytes).ok();
+        };
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
+            *rest = tail;
+            Some(head)
+        }
+        fn length(rest: &mut &[u8]) -> Option<usize> {
+            let bytes: [u8; 4] = take(rest, 4)?.try_into().ok()?;
+            Some(u32::from_le_bytes(bytes) as usize)
+        }
+        let mut rest = rest;
+        let json_len = length(&mut rest)?;
+        let mut entry: CachedManifest = serde_json::from_slice(take(&mut rest, json_len)?).ok()?;
+        let count = length(&mut rest)?;
+        let mut manifests = Vec::with_capacity(count.min(rest.len() / 4));
+        for _ in 0..count {
+            let len = length(&mut rest)?;
+            manifests.push(String::from_utf8(take(&mut rest, len)?.to_vec()).ok()?);
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        if let Some(result) = entry.result.as_mut() {
+            result.manifests = manifests;
+        }
+        Some(entry)
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -720,7 +782,7 @@ impl Pipeline {
             result: Some(result.clone()),
             ..Default::default()
         };
-        if let Ok(bytes) = serde_json::to_vec(&entry) {
+        if let Some(bytes) = entry.encode() {
             self.cache
                 .set(key, &bytes, self.cache.config.repo_cache_expiration)
                 .await;
@@ -738,7 +800,7 @@ impl Renderer {
     async fn cached_manifest(&self, key: &str) -> Option<Result<ManifestResult, Error>> {
         let ttl = self.cache.config.repo_cache_expiration;
         let bytes = self.cache.get("manifests", key, ttl).await?;
-        let mut entry: CachedManifest = serde_json::from_slice(&bytes).ok()?;
+        let mut entry = CachedManifest::decode(&bytes)?;
         if let Some(result) = entry.result {
             return Some(Ok(result));
         }
@@ -759,7 +821,7 @@ impl Renderer {
             return None;
         }
         entry.cached_errors_returned += 1;
-        if let Ok(bytes) = serde_json::to_vec(&entry) {
+        if let Some(bytes) = entry.encode() {
             self.cache.set_shared(key, &bytes, ttl).await;
         }
         Some(Err(Error::CachedFailure {
@@ -825,7 +887,7 @@ impl Renderer {
                     .cache
                     .get("manifests", key, ttl)
                     .await
-                    .and_then(|bytes| serde_json::from_slice::<CachedManifest>(&bytes).ok())
+                    .and_then(|bytes| CachedManifest::decode(&bytes))
                     .filter(|entry| entry.result.is_none())
                     .unwrap_or_default();
                 if entry.first_failure == 0 {
@@ -833,13 +895,13 @@ impl Renderer {
                 }
                 entry.consecutive_failures += 1;
                 entry.most_recent_error = err.to_string();
-                if let Ok(bytes) = serde_json::to_vec(&entry) {
+                if let Some(bytes) = entry.encode() {
                     self.cache.set_shared(key, &bytes, ttl).await;
                 }
                 return;
             }
         };
-        if let Ok(bytes) = serde_json::to_vec(&entry) {
+        if let Some(bytes) = entry.encode() {
             self.cache.set(key, &bytes, ttl).await;
         }
     }
@@ -1069,7 +1131,43 @@ impl Renderer {
 
 #[cfg(test)]
 mod tests {
-    use super::looks_like_semver_constraint;
+    use super::*;
+
+    #[test]
+    fn cache_entries_round_trip_and_refuse_truncation() {
+        let entry = CachedManifest {
+            result: Some(ManifestResult {
+                manifests: vec![
+                    r#"{"kind":"ConfigMap","data":{"q":"\"x\""}}"#.into(),
+                    "{}".into(),
+                ],
+                revision: "a".repeat(40),
+                source_type: Some(SourceType::Helm),
+                commands: vec!["helm template .".into()],
+            }),
+            ..Default::default()
+        };
+        let bytes = entry.encode().unwrap();
+        let back = CachedManifest::decode(&bytes).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&entry).unwrap()
+        );
+        assert!(CachedManifest::decode(&bytes[..bytes.len() - 1]).is_none());
+        // Entries written as JSON still read.
+        let json = serde_json::to_vec(&entry).unwrap();
+        assert!(CachedManifest::decode(&json).is_some());
+        let failure = CachedManifest {
+            consecutive_failures: 2,
+            most_recent_error: "boom".into(),
+            ..Default::default()
+        };
+        let back = CachedManifest::decode(&failure.encode().unwrap()).unwrap();
+        assert_eq!(
+            (back.consecutive_failures, back.most_recent_error.as_str()),
+            (2, "boom")
+        );
+    }
 
     #[test]
     fn recognises_semver_constraints() {
