@@ -59,6 +59,22 @@ pub fn refs(repo_normalized: &str) -> String {
     format!("refs|v1|{}", hex::encode(hasher.finalize()))
 }
 
+/// The cross-replica lock around listing the refs under `refs_key`.
+pub fn lock(refs_key: &str) -> String {
+    format!("{refs_key}|lock")
+}
+
+/// The cross-replica lease of the render under `render_key`.
+pub fn lease(render_key: &str) -> String {
+    format!("{render_key}|lease")
+}
+
+/// The in-process flight of a ref listing: a fresh listing never joins a
+/// cached one.
+pub fn listing_flight(refs_key: &str, fresh: bool) -> String {
+    format!("{refs_key}|fresh={fresh}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

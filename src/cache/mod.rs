@@ -83,15 +83,23 @@ impl Cache {
             .inc();
     }
 
-    /// The value under `key`; a Redis hit is kept in memory for `ttl`.
+    /// The value under `key`; a Redis hit is kept in memory for `ttl` or
+    /// what Redis has left of its lifetime, whichever is shorter.
     pub async fn get(&self, kind: &'static str, key: &str, ttl: Duration) -> Option<Arc<[u8]>> {
         if let Some(value) = self.memory.get(key) {
             self.count(kind, "memory");
             return Some(value);
         }
         if let Some(shared) = &self.shared {
-            if let Some(value) = shared.get(key).await.and_then(|v| codec::decode(&v)) {
+            if let Some((value, remaining)) = shared.get(key).await {
+                let Some(value) = codec::decode(&value) else {
+                    self.count(kind, "miss");
+                    return None;
+                };
                 let value: Arc<[u8]> = Arc::from(value);
+                // Kept in memory no longer than Redis keeps it, so an entry
+                // never outlives its period on a replica.
+                let ttl = remaining.map_or(ttl, |left| left.min(ttl));
                 self.memory.insert(key, value.clone(), ttl);
                 self.count(kind, "redis");
                 return Some(value);

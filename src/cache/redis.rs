@@ -376,17 +376,24 @@ impl Shared {
         outcome
     }
 
-    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+    /// The value under `key` and how long it has left to live.
+    pub async fn get(&self, key: &str) -> Option<(Vec<u8>, Option<Duration>)> {
         let Some(mut connection) = self.connection().await else {
             self.metrics.degraded.set(1);
-            return Default::default();
+            return None;
         };
         let key = self.key(key);
-        self.run("get", async move {
-            connection.get::<_, Option<Vec<u8>>>(key).await
-        })
-        .await
-        .flatten()
+        let (value, pttl) = self
+            .run("get", async move {
+                redis::pipe()
+                    .get(&key)
+                    .pttl(&key)
+                    .query_async::<(Option<Vec<u8>>, i64)>(&mut connection)
+                    .await
+            })
+            .await?;
+        let remaining = u64::try_from(pttl).ok().map(Duration::from_millis);
+        value.map(|value| (value, remaining))
     }
 
     pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) {

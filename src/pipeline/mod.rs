@@ -314,6 +314,35 @@ impl CachedManifest {
     }
 }
 
+/// Whether a failure record pauses generation (Argo CD's
+/// `ARGOCD_PAUSE_GEN_*` rules).
+#[derive(Debug, PartialEq, Eq)]
+enum Pause {
+    /// Not (yet) paused: render.
+    No,
+    /// Paused: answer the cached error.
+    Yes,
+    /// The pause is over (by time or by cached answers): forget the record
+    /// and render.
+    Over,
+}
+
+fn paused(entry: &CachedManifest, config: &Config, now: u64) -> Pause {
+    if config.pause_after_failed_attempts == 0
+        || entry.first_failure == 0
+        || entry.consecutive_failures < config.pause_after_failed_attempts
+    {
+        return Pause::No;
+    }
+    let minutes = now.saturating_sub(entry.first_failure) / 60;
+    if (config.pause_minutes > 0 && minutes >= config.pause_minutes)
+        || (config.pause_requests > 0 && entry.cached_errors_returned >= config.pause_requests)
+    {
+        return Pause::Over;
+    }
+    Pause::Yes
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -513,7 +542,7 @@ impl Pipeline {
             .listings
             .join(format!("{key}|fresh={fresh}"), move || async move {
                 let lock_timeout = cache.config.revision_cache_lock_timeout;
-                let lock = format!("{listing_key}|lock");
+                let lock = cache::key::lock(&listing_key);
                 let token = crate::domain::unguessable_name();
                 let mut locked = false;
                 if !fresh && cache.is_shared() && !lock_timeout.is_zero() {
@@ -806,19 +835,13 @@ impl Renderer {
         }
         // Failure records live where every replica sees the latest.
         self.cache.forget_local(key);
-        let config = &self.config;
-        if config.pause_after_failed_attempts == 0
-            || entry.first_failure == 0
-            || entry.consecutive_failures < config.pause_after_failed_attempts
-        {
-            return None;
-        }
-        let paused_minutes = unix_now().saturating_sub(entry.first_failure) / 60;
-        if (config.pause_minutes > 0 && paused_minutes >= config.pause_minutes)
-            || (config.pause_requests > 0 && entry.cached_errors_returned >= config.pause_requests)
-        {
-            self.cache.delete(key).await;
-            return None;
+        match paused(&entry, &self.config, unix_now()) {
+            Pause::No => return None,
+            Pause::Over => {
+                self.cache.delete(key).await;
+                return None;
+            }
+            Pause::Yes => {}
         }
         entry.cached_errors_returned += 1;
         if let Some(bytes) = entry.encode() {
@@ -847,7 +870,7 @@ impl Renderer {
             self.store(&key, &result).await;
             return result;
         }
-        let lease = format!("{key}|lease");
+        let lease = cache::key::lease(&key);
         let token = crate::domain::unguessable_name();
         // Waiting for another replica is bounded: past this, render here.
         let deadline = Instant::now() + RENDER_LEASE_WAIT;
@@ -1132,6 +1155,44 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pauses_like_argo_cd() {
+        let config = |minutes, requests| Config {
+            pause_after_failed_attempts: 3,
+            pause_minutes: minutes,
+            pause_requests: requests,
+            ..Default::default()
+        };
+        let failed = |failures, first, returned| CachedManifest {
+            consecutive_failures: failures,
+            first_failure: first,
+            cached_errors_returned: returned,
+            ..Default::default()
+        };
+        let now = 1_000_000;
+        assert_eq!(paused(&failed(2, now, 0), &config(60, 0), now), Pause::No);
+        assert_eq!(paused(&failed(3, now, 0), &config(60, 0), now), Pause::Yes);
+        // By time: 59 minutes in, still paused; at 60, over.
+        assert_eq!(
+            paused(&failed(3, now - 59 * 60, 9), &config(60, 0), now),
+            Pause::Yes
+        );
+        assert_eq!(
+            paused(&failed(3, now - 60 * 60, 0), &config(60, 0), now),
+            Pause::Over
+        );
+        // By cached answers.
+        assert_eq!(paused(&failed(4, now, 1), &config(0, 2), now), Pause::Yes);
+        assert_eq!(paused(&failed(4, now, 2), &config(0, 2), now), Pause::Over);
+        // Neither limit: paused until a success replaces the record.
+        assert_eq!(paused(&failed(9, 1, 999), &config(0, 0), now), Pause::Yes);
+        let off = Config {
+            pause_after_failed_attempts: 0,
+            ..config(60, 0)
+        };
+        assert_eq!(paused(&failed(9, now, 0), &off, now), Pause::No);
+    }
 
     #[test]
     fn cache_entries_round_trip_and_refuse_truncation() {
