@@ -694,7 +694,16 @@ impl Pipeline {
                 request.no_cache || request.no_revision_cache,
             )
             .await?;
-        let tools = self.renderer.tools.fingerprint().await;
+        let mut tools = self.renderer.tools.fingerprint().await;
+        if let Some(requested) = self
+            .renderer
+            .tools
+            .requested_kustomize(&request.source, &request.kustomize_options)
+            .await
+        {
+            tools.push_str(";requested-kustomize=");
+            tools.push_str(&requested);
+        }
         let key = cache::key::render(
             &request.repo_url.normalized(),
             &commit_sha,
@@ -715,7 +724,9 @@ impl Pipeline {
                 &request.revision,
             )
             .await?;
-        let content_key = self.content_key(&request, &store, &commit_sha).await?;
+        let content_key = self
+            .content_key(&request, &store, &commit_sha, &tools)
+            .await?;
         if let (Some(content_key), false) = (&content_key, request.no_cache) {
             if let Some(answer) = self.cached_manifest(content_key).await {
                 let answer = answer.map(|mut result| {
@@ -767,6 +778,7 @@ impl Pipeline {
         request: &ManifestRequest,
         store: &Arc<git::RepoStore>,
         commit_sha: &str,
+        tools: &str,
     ) -> Result<Option<String>, Error> {
         let (store, sha) = (store.clone(), commit_sha.to_string());
         let (path, source) = (request.source.path.clone(), request.source.clone());
@@ -800,7 +812,7 @@ impl Pipeline {
             &request.repo_url.normalized(),
             &inputs.closure,
             depends_on_commit.then_some(commit_sha),
-            &RenderInputs::of(&content_request, &self.renderer.tools.fingerprint().await),
+            &RenderInputs::of(&content_request, tools),
         ))
     }
 

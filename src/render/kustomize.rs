@@ -167,6 +167,34 @@ impl Tools {
             })
     }
 
+    /// The version of a kustomize binary a request names (its
+    /// `binaryPath`, or the binary registered for its `kustomize.version`),
+    /// probed once per binary: part of the cache keys, so replacing a
+    /// binary never serves what the old one rendered. `None` when the
+    /// request names none.
+    pub async fn requested_kustomize(
+        &self,
+        source: &SourceSpec,
+        options: &KustomizeOptions,
+    ) -> Option<String> {
+        let named = source
+            .kustomize
+            .as_ref()
+            .is_some_and(|k| !k.version.is_empty());
+        if options.binary_path.is_empty() && !named {
+            return None;
+        }
+        let binary = options.binary_path.clone();
+        let path = if !binary.is_empty() {
+            PathBuf::from(binary)
+        } else {
+            let version = source.kustomize.as_ref().map(|k| k.version.as_str())?;
+            PathBuf::from(&options.versions.iter().find(|v| v.name == version)?.path)
+        };
+        let version = self.kustomize_version(&path).await;
+        Some(format!("{}@{version:?}", path.display()))
+    }
+
     async fn kustomize_version(&self, binary: &Path) -> Option<Semver> {
         if let Some(known) = self
             .kustomize_versions
