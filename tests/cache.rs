@@ -516,3 +516,43 @@ async fn the_shared_tier_speaks_tls_with_a_given_ca() {
     terminate_and_wait(first).await;
     terminate_and_wait(second).await;
 }
+
+#[tokio::test]
+async fn a_redis_that_accepts_but_never_answers_fails_no_request() {
+    let repo = sources_repo();
+    // A black hole: connections are accepted and then ignored.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let helm = CountingHelm::new();
+    let mut config = test_config(manifold::server::Tls::Disabled);
+    config.render.helm = helm.program();
+    config.cache.redis = Some(manifold::cache::redis::Config {
+        endpoint: manifold::cache::redis::Endpoint::Direct(address),
+        db: 0,
+        username: String::new(),
+        password: String::new(),
+        tls: false,
+        insecure_skip_tls_verify: false,
+        client_certificate: None,
+        ca_certificate: None,
+        key_prefix: String::new(),
+        timeout: Duration::from_millis(300),
+    });
+    let server = manifold::server::start(config).await.unwrap();
+    let mut client = client(&server).await;
+    for i in 0..10 {
+        let response = client
+            .generate_manifest(chart_request(&repo.url(), &format!("app-{i}")))
+            .await
+            .unwrap_or_else(|s| panic!("{i}: {s:?}"));
+        assert_eq!(response.into_inner().source_type, "Helm");
+    }
+    assert_eq!(helm.runs(), 10);
+    server.shutdown().await.unwrap();
+}
