@@ -27,13 +27,7 @@ impl CountingHelm {
     /// One that waits `seconds` before each `helm template`.
     fn slow(seconds: u32) -> Self {
         use std::os::unix::fs::PermissionsExt;
-        let real = std::env::var_os("PATH")
-            .and_then(|path| {
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join("helm"))
-                    .find(|candidate| candidate.is_file())
-            })
-            .expect("helm on PATH");
+        let real = on_path("helm");
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("helm");
         std::fs::write(
@@ -62,8 +56,13 @@ impl CountingHelm {
 }
 
 fn redis_config(redis: &RedisServer) -> manifold::cache::redis::Config {
+    redis_at(redis.address())
+}
+
+/// A plain-text Redis at `address` with a short deadline.
+fn redis_at(address: String) -> manifold::cache::redis::Config {
     manifold::cache::redis::Config {
-        endpoint: manifold::cache::redis::Endpoint::Direct(redis.address()),
+        endpoint: manifold::cache::redis::Endpoint::Direct(address),
         db: 0,
         username: String::new(),
         password: String::new(),
@@ -280,13 +279,7 @@ async fn failing_apps_pause_after_three_attempts_and_retry_after_the_cached_erro
 /// A kustomize that logs each build, then runs the real one.
 fn counting_kustomize(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let real = std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("kustomize"))
-                .find(|candidate| candidate.is_file())
-        })
-        .expect("kustomize on PATH");
+    let real = on_path("kustomize");
     let script = dir.join("kustomize");
     std::fs::write(
         &script,
@@ -532,18 +525,7 @@ async fn a_redis_that_accepts_but_never_answers_fails_no_request() {
     let helm = CountingHelm::new();
     let mut config = test_config(manifold::server::Tls::Disabled);
     config.render.helm = helm.program();
-    config.cache.redis = Some(manifold::cache::redis::Config {
-        endpoint: manifold::cache::redis::Endpoint::Direct(address),
-        db: 0,
-        username: String::new(),
-        password: String::new(),
-        tls: false,
-        insecure_skip_tls_verify: false,
-        client_certificate: None,
-        ca_certificate: None,
-        key_prefix: String::new(),
-        timeout: Duration::from_millis(300),
-    });
+    config.cache.redis = Some(redis_at(address));
     let server = manifold::server::start(config).await.unwrap();
     let mut client = client(&server).await;
     for i in 0..10 {

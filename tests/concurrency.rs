@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 // `concurrency_fixture` builds its repository with `super::fixtures`.
 use common::fixtures;
-use common::Client;
+use common::{on_path, Client};
 use concurrency_fixture::{check, request, KustomizeRepo, Overrides};
 use manifold::grpc::proto::repository::{ManifestRequest, ManifestResponse};
 use manifold::server::{self, Tls};
@@ -34,13 +34,7 @@ struct GatedKustomize {
 
 impl GatedKustomize {
     fn new() -> Self {
-        let real = std::env::var_os("PATH")
-            .and_then(|path| {
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join("kustomize"))
-                    .find(|candidate| candidate.is_file())
-            })
-            .expect("kustomize on PATH");
+        let real = on_path("kustomize");
         let real = real.canonicalize().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let started = dir.path().join("started");

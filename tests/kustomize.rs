@@ -317,15 +317,7 @@ async fn a_named_kustomize_version_uses_its_binary() {
     let repo = sources_repo();
     let server = start_plaintext().await;
     let mut client = client(&server).await;
-    let binary = std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("kustomize"))
-                .find(|candidate| candidate.is_file())
-        })
-        .expect("kustomize on PATH")
-        .display()
-        .to_string();
+    let binary = on_path("kustomize").display().to_string();
     let request = |version: &str| {
         let mut request = source_request(
             &repo.url(),
@@ -408,13 +400,7 @@ async fn a_broken_kustomization_fails_with_the_tool_error() {
 /// A kustomize that logs the directory it builds, then runs the real one.
 fn logging_kustomize(dir: &std::path::Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let real = std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("kustomize"))
-                .find(|candidate| candidate.is_file())
-        })
-        .expect("kustomize on PATH");
+    let real = on_path("kustomize");
     let script = dir.join("kustomize");
     std::fs::write(
         &script,

@@ -171,3 +171,14 @@ pub fn find<'a>(
         .find(|m| m["kind"] == kind && m["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("no {kind} {name} in {manifests:#?}"))
 }
+
+/// The absolute path of `program` on `PATH` (tests wrap the real tools).
+pub fn on_path(program: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| panic!("{program} on PATH (scripts/install-tools.sh)"))
+}
