@@ -276,24 +276,6 @@ async fn failing_apps_pause_after_three_attempts_and_retry_after_the_cached_erro
     server.shutdown().await.unwrap();
 }
 
-/// A kustomize that logs each build, then runs the real one.
-fn counting_kustomize(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let real = on_path("kustomize");
-    let script = dir.join("kustomize");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = build ] && echo \"$2\" >> '{}'\nexec '{}' \"$@\"\n",
-            dir.join("builds").display(),
-            real.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    script
-}
-
 fn builds(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("builds"))
         .unwrap_or_default()
@@ -333,7 +315,7 @@ async fn a_commit_that_does_not_touch_an_app_serves_it_at_the_new_sha_without_re
     let tools = tempfile::tempdir().unwrap();
     let mut config = test_config(manifold::server::Tls::Disabled);
     config.render.helm = helm.program();
-    config.render.kustomize = counting_kustomize(tools.path());
+    config.render.kustomize = logging_kustomize(tools.path());
     let server = manifold::server::start(config).await.unwrap();
     let client = client(&server).await;
     let render = |path: &'static str, revision: String| {

@@ -397,24 +397,6 @@ async fn a_broken_kustomization_fails_with_the_tool_error() {
     server.shutdown().await.unwrap();
 }
 
-/// A kustomize that logs the directory it builds, then runs the real one.
-fn logging_kustomize(dir: &std::path::Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let real = on_path("kustomize");
-    let script = dir.join("kustomize");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = build ] && echo \"$2\" >> '{}'\nexec '{}' \"$@\"\n",
-            dir.join("builds").display(),
-            real.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    script
-}
-
 #[tokio::test]
 async fn the_allow_concurrency_marker_lets_chart_inflation_run_in_the_shared_snapshot() {
     let repo = sources_repo();

@@ -175,21 +175,19 @@ fn children() -> Vec<i32> {
     }
     // Kernels without CONFIG_PROC_CHILDREN: scan every process.
     let me = std::process::id() as i32;
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if Stat::read(pid).is_some_and(|stat| stat.ppid == me) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+    processes_where(|stat| stat.ppid == me)
+}
+
+/// Pids of every process (zombies included) whose stat satisfies `keep`.
+fn processes_where(keep: impl Fn(&Stat) -> bool) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| Stat::read(*pid).is_some_and(|stat| keep(&stat)))
+        .collect()
 }
 
 /// The fields of `/proc/<pid>/stat` the reaper needs.
@@ -220,22 +218,7 @@ impl Stat {
 
 /// Pids of live or zombie processes in process group `pgid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if Stat::read(pid).is_some_and(|stat| stat.pgrp == pgid) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+    processes_where(|stat| stat.pgrp == pgid)
 }
 
 #[cfg(test)]

@@ -182,3 +182,21 @@ pub fn on_path(program: &str) -> std::path::PathBuf {
         })
         .unwrap_or_else(|| panic!("{program} on PATH (scripts/install-tools.sh)"))
 }
+
+/// A `kustomize` in `dir` that appends the directory of every `build` to
+/// `dir/builds`, then runs the real one.
+pub fn logging_kustomize(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("kustomize");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = build ] && echo \"$2\" >> '{}'\nexec '{}' \"$@\"\n",
+            dir.join("builds").display(),
+            on_path("kustomize").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
