@@ -255,6 +255,37 @@ pub struct ServeArgs {
         default_value = "0"
     )]
     pub pause_gen_requests: String,
+    /// Largest webhook payload accepted (a Kubernetes quantity; Argo CD's
+    /// `webhook.maxPayloadSizeMB` defaults to 50 MiB).
+    #[arg(
+        long,
+        env = "MANIFOLD_WEBHOOK_MAX_PAYLOAD_SIZE",
+        default_value = "50Mi"
+    )]
+    pub webhook_max_payload_size: String,
+    /// A directory holding webhook secrets as files named like the keys
+    /// of Argo CD's `argocd-secret` (`webhook.github.secret`,
+    /// `webhook.gitlab.secret`, `webhook.bitbucket.uuid`,
+    /// `webhook.bitbucketserver.secret`, `webhook.gogs.secret`,
+    /// `webhook.azuredevops.username`, `webhook.azuredevops.password`):
+    /// mount `argocd-secret` here. A flag or variable below wins over its
+    /// file.
+    #[arg(long, env = "MANIFOLD_WEBHOOK_SECRETS_DIR")]
+    pub webhook_secrets_dir: Option<PathBuf>,
+    #[arg(long, env = "MANIFOLD_WEBHOOK_GITHUB_SECRET")]
+    pub webhook_github_secret: Option<Secret>,
+    #[arg(long, env = "MANIFOLD_WEBHOOK_GITLAB_SECRET")]
+    pub webhook_gitlab_secret: Option<Secret>,
+    #[arg(long, env = "MANIFOLD_WEBHOOK_BITBUCKET_UUID")]
+    pub webhook_bitbucket_uuid: Option<Secret>,
+    #[arg(long, env = "MANIFOLD_WEBHOOK_BITBUCKETSERVER_SECRET")]
+    pub webhook_bitbucketserver_secret: Option<Secret>,
+    #[arg(long, env = "MANIFOLD_WEBHOOK_GOGS_SECRET")]
+    pub webhook_gogs_secret: Option<Secret>,
+    #[arg(long, env = "MANIFOLD_WEBHOOK_AZUREDEVOPS_USERNAME")]
+    pub webhook_azuredevops_username: Option<Secret>,
+    #[arg(long, env = "MANIFOLD_WEBHOOK_AZUREDEVOPS_PASSWORD")]
+    pub webhook_azuredevops_password: Option<Secret>,
     /// Set by Kubernetes in every pod.
     #[arg(long, hide = true, env = "KUBERNETES_SERVICE_HOST")]
     pub kubernetes_service_host: Option<String>,
@@ -588,7 +619,39 @@ impl ServeArgs {
                 &self.revision_cache_lock_timeout,
             )?,
         };
+        let webhook_payload = parse_quantity(&self.webhook_max_payload_size)
+            .map_err(|m| invalid("--webhook-max-payload-size", m))?;
+        let secret = |given: &Option<Secret>, file: &str| -> Option<Secret> {
+            given.clone().filter(|s| !s.0.is_empty()).or_else(|| {
+                let dir = self.webhook_secrets_dir.as_ref()?;
+                let text = std::fs::read_to_string(dir.join(file)).ok()?;
+                let text = text.trim_end_matches(['\r', '\n']);
+                (!text.is_empty()).then(|| Secret(text.to_string()))
+            })
+        };
+        let webhook = crate::webhook::Config {
+            max_payload_bytes: usize::try_from(webhook_payload).unwrap_or(usize::MAX),
+            secrets: crate::webhook::providers::Secrets {
+                github: secret(&self.webhook_github_secret, "webhook.github.secret"),
+                gitlab: secret(&self.webhook_gitlab_secret, "webhook.gitlab.secret"),
+                bitbucket_uuid: secret(&self.webhook_bitbucket_uuid, "webhook.bitbucket.uuid"),
+                bitbucket_server: secret(
+                    &self.webhook_bitbucketserver_secret,
+                    "webhook.bitbucketserver.secret",
+                ),
+                gogs: secret(&self.webhook_gogs_secret, "webhook.gogs.secret"),
+                azure_devops_username: secret(
+                    &self.webhook_azuredevops_username,
+                    "webhook.azuredevops.username",
+                ),
+                azure_devops_password: secret(
+                    &self.webhook_azuredevops_password,
+                    "webhook.azuredevops.password",
+                ),
+            },
+        };
         Ok(server::Config {
+            webhook,
             grpc_addr: socket_addr("--address", &self.address, self.port)?,
             http_addr: socket_addr(
                 "--metrics-address",

@@ -62,6 +62,39 @@ impl RepoUrl {
     }
 }
 
+impl RepoUrl {
+    /// The remote as webhooks name it: host (without user, port, or an
+    /// `ssh.`/`altssh.` prefix) and path, lower-cased, without `.git`, so
+    /// `https://github.com/Org/Repo`, `ssh://git@ssh.github.com:443/org/repo.git`
+    /// and `git@github.com:org/repo` are all `github.com/org/repo`.
+    pub fn webhook_identity(&self) -> String {
+        webhook_identity(&self.raw)
+    }
+}
+
+/// [`RepoUrl::webhook_identity`] of any URL text (webhook payloads carry
+/// web URLs as well as clone URLs).
+pub fn webhook_identity(url: &str) -> String {
+    let url = url.trim().to_lowercase();
+    let (authority, path) = match url.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').unwrap_or((rest, "")),
+        // scp-like: [user@]host:path
+        None => url.split_once(':').unwrap_or((url.as_str(), "")),
+    };
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let host = host
+        .strip_prefix("altssh.")
+        .or_else(|| host.strip_prefix("ssh."))
+        .unwrap_or(host);
+    let path = path.trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    format!("{host}/{path}")
+}
+
 impl fmt::Display for RepoUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
@@ -200,6 +233,29 @@ pub struct Tracking {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_identity_folds_every_spelling_of_a_remote() {
+        for url in [
+            "https://github.com/Org/Repo",
+            "https://github.com/org/repo.git",
+            "http://user:pw@github.com/org/repo/",
+            "ssh://git@ssh.github.com:443/org/repo.git",
+            "ssh://git@altssh.github.com/org/repo",
+            "git@github.com:org/repo.git",
+            "github.com:org/repo",
+        ] {
+            assert_eq!(webhook_identity(url), "github.com/org/repo", "{url}");
+        }
+        assert_ne!(
+            webhook_identity("https://github.com/org/repo2"),
+            webhook_identity("https://github.com/org/repo")
+        );
+        assert_eq!(
+            webhook_identity("https://127.0.0.1:8443/git/r.git"),
+            "127.0.0.1/git/r"
+        );
+    }
 
     #[test]
     fn redacts_all_userinfo() {

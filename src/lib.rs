@@ -28,3 +28,4 @@ pub mod pipeline;
 pub mod render;
 pub mod server;
 pub mod source;
+pub mod webhook;

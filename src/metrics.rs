@@ -18,6 +18,17 @@ pub struct RenderMetrics {
     pub parallelism_wait: Histogram,
     /// Parallelism permits held right now.
     pub permits_in_use: Gauge,
+    /// Successful manifest answers by how they were found.
+    pub answers: Family<AnswerLabels, Counter>,
+}
+
+/// Labels of manifest answers.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    /// `request_key` and `content_key` (cache hits), `rendered`,
+    /// `joined` (an identical render in progress), `resolved` (a ref-only
+    /// source).
+    pub served: &'static str,
 }
 
 /// Labels of Argo CD's Redis request metrics.
@@ -71,6 +82,36 @@ pub struct ExecMetrics {
     pub running: Gauge,
 }
 
+/// Labels of webhook requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `github`, `gitlab`, ... or `unknown`.
+    pub provider: &'static str,
+    /// `push`, `ping`, `ignored`, `unauthorized`, `malformed`,
+    /// `too_large`, `busy`.
+    pub result: &'static str,
+}
+
+/// Labels of webhook pre-renders.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrerenderLabels {
+    /// `rendered` (a tool ran), `reused` (the cache answered for the new
+    /// commit), `unchanged` (the app's revision did not move), `failed`.
+    pub outcome: &'static str,
+}
+
+/// Handles for webhooks and what they caused.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookMetrics {
+    pub requests: Family<WebhookLabels, Counter>,
+    /// Pushed refs whose revision cache was dropped.
+    pub refs_invalidated: Counter,
+    /// Recently requested apps a push made this replica check.
+    pub prerenders: Family<PrerenderLabels, Counter>,
+    /// Pushes this replica finished handling (received or from a peer).
+    pub pushes_processed: Counter,
+}
+
 /// The registry and every handle.
 pub struct Metrics {
     registry: Registry,
@@ -79,6 +120,7 @@ pub struct Metrics {
     pub exec: ExecMetrics,
     pub redis: RedisMetrics,
     pub cache: CacheMetrics,
+    pub webhook: WebhookMetrics,
 }
 
 impl Default for Metrics {
@@ -95,6 +137,7 @@ impl Metrics {
                 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0, 20.0, 60.0, 120.0,
             ]),
             permits_in_use: Gauge::default(),
+            answers: Family::default(),
         };
         registry.register(
             "argocd_repo_parallelism_wait_duration_seconds",
@@ -105,6 +148,11 @@ impl Metrics {
             "manifold_parallelism_permits_in_use",
             "Manifest generations holding a parallelism permit",
             render.permits_in_use.clone(),
+        );
+        registry.register(
+            "manifold_manifest_answers",
+            "Manifest answers by how they were found (cache key, render, shared render)",
+            render.answers.clone(),
         );
         let source = SourceMetrics::default();
         registry.register(
@@ -154,8 +202,30 @@ impl Metrics {
             "Cache lookups by kind and the tier that answered (or miss)",
             cache.lookups.clone(),
         );
+        let webhook = WebhookMetrics::default();
+        registry.register(
+            "manifold_webhook_requests",
+            "Webhook requests by provider and what was done with them",
+            webhook.requests.clone(),
+        );
+        registry.register(
+            "manifold_webhook_refs_invalidated",
+            "Pushed refs whose revision cache a webhook dropped",
+            webhook.refs_invalidated.clone(),
+        );
+        registry.register(
+            "manifold_webhook_prerenders",
+            "Recently requested apps checked after a push, by outcome",
+            webhook.prerenders.clone(),
+        );
+        registry.register(
+            "manifold_webhook_pushes_processed",
+            "Pushes whose invalidation and pre-rendering finished on this replica",
+            webhook.pushes_processed.clone(),
+        );
         Metrics {
             registry,
+            webhook,
             render,
             source,
             exec,

@@ -47,6 +47,7 @@ pub struct Config {
     pub render: render::Config,
     pub pipeline: pipeline::Config,
     pub cache: cache::Config,
+    pub webhook: crate::webhook::Config,
     /// How long a stop waits for in-flight requests and open connections
     /// before closing them anyway.
     pub shutdown_grace: Duration,
@@ -85,6 +86,7 @@ pub struct Server {
     grpc_task: JoinHandle<Result<(), Error>>,
     http_task: JoinHandle<Result<(), Error>>,
     janitor: JoinHandle<()>,
+    webhook_worker: JoinHandle<()>,
     /// Removed (with every store and snapshot) when the server is dropped.
     _work_dir: tempfile::TempDir,
 }
@@ -108,6 +110,7 @@ impl Server {
     pub async fn shutdown(mut self) -> Result<(), Error> {
         let _ = self.stop.send(true);
         self.janitor.abort();
+        self.webhook_worker.abort();
         let drained = tokio::time::timeout(self.shutdown_grace, async {
             let grpc = (&mut self.grpc_task).await;
             let http = (&mut self.http_task).await;
@@ -137,6 +140,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.janitor.abort();
+        self.webhook_worker.abort();
     }
 }
 
@@ -225,23 +229,30 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             }
         }
     });
+    let cache = Arc::new(
+        cache::Cache::new(
+            config.cache.clone(),
+            metrics.redis.clone(),
+            metrics.cache.clone(),
+        )
+        .map_err(|err| Error::Cache {
+            message: err.to_string(),
+        })?,
+    );
     let pipeline = Arc::new(Pipeline::new(
         stores,
         snapshots,
         Arc::new(tools),
         config.pipeline.clone(),
         metrics.render.clone(),
-        Arc::new(
-            cache::Cache::new(
-                config.cache.clone(),
-                metrics.redis.clone(),
-                metrics.cache.clone(),
-            )
-            .map_err(|err| Error::Cache {
-                message: err.to_string(),
-            })?,
-        ),
+        cache.clone(),
     ));
+    let (webhooks, webhook_worker) = crate::webhook::start(
+        config.webhook.clone(),
+        pipeline.clone(),
+        cache,
+        metrics.webhook.clone(),
+    );
     let mut private_paths = vec![work_dir.path().to_path_buf()];
     if let Ok(canonical) = work_dir.path().canonicalize() {
         private_paths.push(canonical);
@@ -316,12 +327,15 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     });
     let http_stop = wait_for_stop(stopped);
     let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, crate::http::router(metrics))
-            .with_graceful_shutdown(http_stop)
-            .await
-            .map_err(|err| Error::Serve {
-                message: err.to_string(),
-            })
+        axum::serve(
+            http_listener,
+            crate::http::router(metrics).merge(crate::webhook::router(webhooks)),
+        )
+        .with_graceful_shutdown(http_stop)
+        .await
+        .map_err(|err| Error::Serve {
+            message: err.to_string(),
+        })
     });
     tracing::info!(grpc = %grpc_addr, http = %http_addr, tls = identity.is_some(), "manifold is serving");
     Ok(Server {
@@ -333,6 +347,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         grpc_task,
         http_task,
         janitor,
+        webhook_worker,
         _work_dir: work_dir,
     })
 }

@@ -184,11 +184,6 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
             .map(|_| ())
             .unwrap_err(),
         client
-            .update_revision_for_paths(UpdateRevisionForPathsRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-        client
             .generate_manifest_with_files(tokio_stream::iter(vec![
                 ManifestRequestWithFiles::default(),
             ]))

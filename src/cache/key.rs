@@ -12,16 +12,60 @@ use sha2::{Digest, Sha256};
 /// and every request field that can change the output. `inputs` must
 /// serialise deterministically (structs and sorted maps only).
 pub fn render(repo_normalized: &str, commit_sha: &str, inputs: &impl Serialize) -> String {
-    let mut hasher = Sha256::new();
-    for part in [repo_normalized, commit_sha] {
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
     // Serialising plain data to a Vec cannot fail.
-    let encoded = serde_json::to_vec(inputs).unwrap_or_default();
-    hasher.update((encoded.len() as u64).to_le_bytes());
-    hasher.update(&encoded);
-    format!("render|v1|{}", hex::encode(hasher.finalize()))
+    render_encoded(repo_normalized, commit_sha, &encode(inputs))
+}
+
+/// The deterministic encoding of a key's inputs.
+pub fn encode(inputs: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(inputs).unwrap_or_default()
+}
+
+/// [`render`] with the inputs already encoded (by [`encode`]): the same
+/// key, so a render's key can be recomputed for another commit from the
+/// encoding kept in the app index.
+pub fn render_encoded(repo_normalized: &str, commit_sha: &str, encoded: &[u8]) -> String {
+    format!(
+        "render|v1|{}",
+        digest(&[repo_normalized.as_bytes(), commit_sha.as_bytes(), encoded])
+    )
+}
+
+/// The app index of a commit: which render inputs an app (the fields of
+/// `identity`: what `UpdateRevisionForPaths` carries) was rendered with
+/// at `commit_sha`, so its renders can be moved to another commit.
+pub fn app_index(repo_normalized: &str, commit_sha: &str, identity: &impl Serialize) -> String {
+    format!(
+        "apps|v1|{}",
+        digest(&[
+            repo_normalized.as_bytes(),
+            commit_sha.as_bytes(),
+            &encode(identity)
+        ])
+    )
+}
+
+/// The files that differ between two commits of a remote.
+pub fn changed_files(repo_normalized: &str, from_sha: &str, to_sha: &str) -> String {
+    format!(
+        "changes|v1|{}",
+        digest(&[
+            repo_normalized.as_bytes(),
+            from_sha.as_bytes(),
+            to_sha.as_bytes()
+        ])
+    )
+}
+
+/// SHA-256 hex of length-prefixed parts (so parts cannot run into each
+/// other).
+fn digest(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// The content key of a render: the remote, what the render reads (its
@@ -86,5 +130,7 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, render("ab", "c", &"x"));
         assert!(a.starts_with("render|v1|"));
+        assert_eq!(a, render_encoded("ab", "c", &encode(&"x")));
+        assert_ne!(changed_files("r", "a", "b"), changed_files("r", "b", "a"));
     }
 }

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 use crate::metrics::{CacheLabels, CacheMetrics};
 
+/// The Redis channel of replica-to-replica events (key prefix applies).
+const EVENTS: &str = "manifold|events|v1";
+
 /// Cache settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -177,6 +180,21 @@ impl Cache {
         if let Some(shared) = &self.shared {
             shared.delete_if(key, token).await;
         }
+    }
+
+    /// Tells every replica `message` (through Redis); `false` when there
+    /// is no shared tier or it could not be asked.
+    pub async fn broadcast(&self, message: &[u8]) -> bool {
+        match &self.shared {
+            Some(shared) => shared.publish(EVENTS, message).await,
+            None => false,
+        }
+    }
+
+    /// What other replicas [`Cache::broadcast`] (this one's own messages
+    /// included); `None` without a shared tier.
+    pub fn events(&self) -> Option<tokio::sync::mpsc::Receiver<Vec<u8>>> {
+        self.shared.as_ref().map(|shared| shared.subscribe(EVENTS))
     }
 
     /// Whether a shared tier is configured.

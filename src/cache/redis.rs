@@ -133,7 +133,8 @@ struct Discovered {
 /// How commands reach Redis.
 #[derive(Clone)]
 enum Connection {
-    Direct(ConnectionManager),
+    /// The manager for commands, and the client for subscriptions.
+    Direct(ConnectionManager, Box<redis::Client>),
     Sentinel(std::sync::Arc<Discovered>),
 }
 
@@ -208,8 +209,9 @@ impl Shared {
                 }
                 .map_err(|err| invalid(format!("{:?}", err.kind())))?;
                 Connection::Direct(
-                    ConnectionManager::new_lazy_with_config(client, manager)
+                    ConnectionManager::new_lazy_with_config(client.clone(), manager)
                         .map_err(|err| invalid(format!("{:?}", err.kind())))?,
+                    Box::new(client),
                 )
             }
             Endpoint::Sentinel {
@@ -281,7 +283,7 @@ impl Shared {
     /// named last (asking the Sentinels again when there is none).
     async fn connection(&self) -> Option<ConnectionManager> {
         match &self.connection {
-            Connection::Direct(manager) => Some(manager.clone()),
+            Connection::Direct(manager, _) => Some(manager.clone()),
             Connection::Sentinel(discovered) => {
                 if let Some(current) = discovered.current.lock().ok()?.clone() {
                     return Some(current);
@@ -476,6 +478,85 @@ impl Shared {
         })
         .await
         .map(|extended| extended == 1)
+    }
+
+    /// Publishes `message` on `channel` (prefixed like keys); `false` when
+    /// Redis could not be asked.
+    pub async fn publish(&self, channel: &str, message: &[u8]) -> bool {
+        let Some(mut connection) = self.connection().await else {
+            self.metrics.degraded.set(1);
+            return false;
+        };
+        let channel = self.key(channel);
+        self.run("publish", async move {
+            connection.publish::<_, _, i64>(channel, message).await
+        })
+        .await
+        .is_some()
+    }
+
+    /// Every message published on `channel` from now on, for as long as
+    /// the receiver is kept. The subscription reconnects by itself
+    /// (through Sentinel again when configured); messages published while
+    /// it is down are lost.
+    pub fn subscribe(&self, channel: &str) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(256);
+        let (shared, channel) = (self.clone(), self.key(channel));
+        tokio::spawn(async move {
+            let mut backoff = MIN_BACKOFF;
+            while !sender.is_closed() {
+                match shared.listen(&channel, &sender).await {
+                    Ok(()) => backoff = MIN_BACKOFF,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "redis subscription lost; reconnecting");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        });
+        receiver
+    }
+
+    /// One subscription until its connection ends or the receiver goes.
+    async fn listen(
+        &self,
+        channel: &str,
+        sender: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<(), String> {
+        use tokio_stream::StreamExt;
+        let client = match &self.connection {
+            Connection::Direct(_, client) => (**client).clone(),
+            Connection::Sentinel(discovered) => {
+                let mut sentinel = discovered.sentinel.lock().await;
+                tokio::time::timeout(self.timeout, sentinel.async_get_client())
+                    .await
+                    .map_err(|_| "sentinel timed out".to_string())?
+                    .map_err(|err| err.to_string())?
+            }
+        };
+        let mut pubsub = tokio::time::timeout(self.timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| "connecting timed out".to_string())?
+            .map_err(|err| err.to_string())?;
+        tokio::time::timeout(self.timeout, pubsub.subscribe(channel))
+            .await
+            .map_err(|_| "subscribing timed out".to_string())?
+            .map_err(|err| err.to_string())?;
+        let mut messages = pubsub.into_on_message();
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(message) => {
+                        if sender.send(message.get_payload_bytes().to_vec()).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    None => return Err("connection closed".to_string()),
+                },
+                _ = sender.closed() => return Ok(()),
+            }
+        }
     }
 
     pub async fn delete(&self, key: &str) {

@@ -269,6 +269,29 @@ impl RepoStore {
         })
     }
 
+    /// The paths (files, symlinks, submodules; repository-relative) that
+    /// differ between the trees of two commits, sorted: for a rename both
+    /// the old and the new path. Compares tree objects only, so unchanged
+    /// directories cost nothing. Blocking.
+    pub fn changed_files(&self, from_sha: &str, to_sha: &str) -> Result<Vec<String>, git2::Error> {
+        let repo = Repository::open_bare(&self.path)?;
+        let tree = |sha: &str| -> Result<git2::Tree<'_>, git2::Error> {
+            repo.find_commit(Oid::from_str(sha)?)?.tree()
+        };
+        let (from, to) = (tree(from_sha)?, tree(to_sha)?);
+        let diff = repo.diff_tree_to_tree(Some(&from), Some(&to), None)?;
+        let mut paths = std::collections::BTreeSet::new();
+        for delta in diff.deltas() {
+            for file in [delta.old_file(), delta.new_file()] {
+                // A path that is not UTF-8 still counts, in its directory.
+                if let Some(path) = file.path_bytes() {
+                    paths.insert(String::from_utf8_lossy(path).into_owned());
+                }
+            }
+        }
+        Ok(paths.into_iter().collect())
+    }
+
     /// `commit_sha`'s tree, open for in-process reads. Blocking.
     pub fn commit_tree(&self, commit_sha: &str) -> Result<super::tree::CommitTree, git2::Error> {
         super::tree::CommitTree::open(&self.path, commit_sha)

@@ -6,7 +6,7 @@ use tonic::Status;
 use std::collections::BTreeMap;
 
 use super::proto::k8s::IntOrString;
-use super::proto::repository::ManifestRequest;
+use super::proto::repository::{ManifestRequest, UpdateRevisionForPathsRequest};
 use super::proto::v1alpha1::{
     Application, ApplicationSource, ApplicationSourceDirectory, ApplicationSourceHelm,
     ApplicationSourceKustomize, JsonnetVar, KustomizeOptions, KustomizePatch, Repository,
@@ -306,4 +306,49 @@ fn dry_repo_or(dry: &Option<super::proto::v1alpha1::DrySource>, sync_repo: &str)
         return sync_repo.to_string();
     }
     dry.as_ref().map(|d| d.repo_url.clone()).unwrap_or_default()
+}
+
+/// An `UpdateRevisionForPathsRequest` in domain terms.
+pub fn update_revision_request(
+    request: UpdateRevisionForPathsRequest,
+) -> Result<pipeline::UpdateRevisionRequest, Status> {
+    let repo = request
+        .repo
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("must pass a valid repo"))?;
+    let type_given = !repo.r#type.is_empty();
+    let (repo_url, repo_type) = repository(Some(repo))?;
+    let source = source(request.application_source.as_ref())?;
+    // Argo CD's rule: a repository without a type is git, unless the
+    // source is a Helm chart or an OCI artifact.
+    let is_oci = repo.repo.trim().to_ascii_lowercase().starts_with("oci://");
+    let is_git = repo_type == RepoType::Git && (type_given || (source.chart.is_empty() && !is_oci));
+    let uses_ref_sources = request.has_multiple_sources
+        && !request.ref_sources.is_empty()
+        && source.helm.as_ref().is_some_and(|helm| {
+            helm.value_files
+                .iter()
+                .chain(helm.file_parameters.iter().map(|p| &p.path))
+                .any(|file| file.starts_with('$'))
+        });
+    Ok(pipeline::UpdateRevisionRequest {
+        repo_url,
+        is_git,
+        source,
+        tracking: Tracking {
+            method: TrackingMethod::parse(&request.tracking_method),
+            app_label_key: request.app_label_key,
+            app_name: request.app_name,
+            namespace: request.namespace,
+            installation_id: request.installation_id,
+        },
+        kube_version: request.kube_version,
+        api_versions: request.api_versions,
+        has_multiple_sources: request.has_multiple_sources,
+        synced_revision: request.synced_revision,
+        revision: request.revision,
+        paths: request.paths,
+        no_revision_cache: request.no_revision_cache,
+        uses_ref_sources,
+    })
 }

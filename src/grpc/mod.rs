@@ -216,11 +216,21 @@ impl RepoServerService for RepoServer {
         Err(not_implemented("GetGitDirectories"))
     }
 
+    #[tracing::instrument(name = "UpdateRevisionForPaths", skip_all, fields(app = %request.get_ref().app_name))]
     async fn update_revision_for_paths(
         &self,
-        _request: Request<UpdateRevisionForPathsRequest>,
+        request: Request<UpdateRevisionForPathsRequest>,
     ) -> Result<Response<UpdateRevisionForPathsResponse>, Status> {
-        Err(not_implemented("UpdateRevisionForPaths"))
+        let request = convert::update_revision_request(request.into_inner())?;
+        let result = self
+            .pipeline
+            .update_revision_for_paths(request)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(UpdateRevisionForPathsResponse {
+            changes: result.changes,
+            revision: result.revision,
+        }))
     }
 }
 

@@ -22,6 +22,12 @@ use crate::render::spec::SourceSpec;
 use crate::render::{self, directory, jsonnet, manifest, SourceType};
 use crate::source;
 
+mod recent;
+mod revisions;
+
+pub use recent::{PushEvent, PushOutcome};
+pub use revisions::{UpdateRevisionRequest, UpdateRevisionResult};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -94,6 +100,33 @@ impl Drop for HeldLease {
         );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { renderer.cache.release(&lease, &token).await });
+        }
+    }
+}
+
+/// How a manifest answer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// Only the revision was resolved (a ref-only source).
+    Resolved,
+    /// The cache, under the request's own key.
+    RequestKey,
+    /// The cache, under the content key (another commit, same inputs).
+    ContentKey,
+    /// This request rendered (or took another replica's finished render).
+    Rendered,
+    /// An identical render already in progress here.
+    Joined,
+}
+
+impl Served {
+    fn as_str(self) -> &'static str {
+        match self {
+            Served::Resolved => "resolved",
+            Served::RequestKey => "request_key",
+            Served::ContentKey => "content_key",
+            Served::Rendered => "rendered",
+            Served::Joined => "joined",
         }
     }
 }
@@ -358,6 +391,10 @@ pub struct Pipeline {
     renders: Flights<Result<ManifestResult, Arc<Error>>>,
     /// Ref listings in progress, one per remote.
     listings: Flights<Result<git::RemoteRefs, Arc<git::Error>>>,
+    /// Commit comparisons in progress, one per pair.
+    diffs: Flights<Result<Arc<Vec<String>>, Arc<Error>>>,
+    /// Recently answered apps, for pre-rendering after a push.
+    recent: recent::Recent,
 }
 
 /// The render stage (DESIGN.md step 6 and 7): everything after the
@@ -520,6 +557,8 @@ impl Pipeline {
             cache,
             renders: Flights::default(),
             listings: Flights::default(),
+            diffs: Flights::default(),
+            recent: recent::Recent::default(),
         }
     }
 
@@ -660,6 +699,33 @@ impl Pipeline {
         &self,
         request: ManifestRequest,
     ) -> Result<ManifestResult, Error> {
+        // Boxed: the whole pipeline's state machine is too deep to lay
+        // out inline in every caller.
+        Box::pin(self.generate(request))
+            .await
+            .map(|(result, _)| result)
+    }
+
+    /// [`Self::generate_manifest`], saying how the answer was found
+    /// (also counted in the metrics).
+    async fn generate(&self, request: ManifestRequest) -> Result<(ManifestResult, Served), Error> {
+        let answer = self.generate_uncounted(request).await;
+        if let Ok((_, served)) = &answer {
+            self.renderer
+                .metrics
+                .answers
+                .get_or_create(&crate::metrics::AnswerLabels {
+                    served: served.as_str(),
+                })
+                .inc();
+        }
+        answer
+    }
+
+    async fn generate_uncounted(
+        &self,
+        request: ManifestRequest,
+    ) -> Result<(ManifestResult, Served), Error> {
         if request.repo_type != RepoType::Git || !request.source.chart.is_empty() {
             return Err(Error::NotImplemented {
                 what: "rendering Helm-repository and OCI sources".to_string(),
@@ -679,12 +745,15 @@ impl Pipeline {
                     request.no_cache || request.no_revision_cache,
                 )
                 .await?;
-            return Ok(ManifestResult {
-                manifests: Vec::new(),
-                revision,
-                source_type: None,
-                commands: Vec::new(),
-            });
+            return Ok((
+                ManifestResult {
+                    manifests: Vec::new(),
+                    revision,
+                    source_type: None,
+                    commands: Vec::new(),
+                },
+                Served::Resolved,
+            ));
         }
 
         let commit_sha = self
@@ -704,14 +773,14 @@ impl Pipeline {
             tools.push_str(";requested-kustomize=");
             tools.push_str(&requested);
         }
-        let key = cache::key::render(
-            &request.repo_url.normalized(),
-            &commit_sha,
-            &RenderInputs::of(&request, &tools),
-        );
+        let encoded = cache::key::encode(&RenderInputs::of(&request, &tools));
+        let key = cache::key::render_encoded(&request.repo_url.normalized(), &commit_sha, &encoded);
         if !request.no_cache {
             if let Some(answer) = self.cached_manifest(&key).await {
-                return answer;
+                if answer.is_ok() {
+                    self.remember(&request, &commit_sha, &encoded).await;
+                }
+                return answer.map(|result| (result, Served::RequestKey));
             }
         }
         // Content addressing: the same inputs at another commit (one that
@@ -735,10 +804,12 @@ impl Pipeline {
                 });
                 if let Ok(result) = &answer {
                     self.alias(&key, result).await;
+                    self.remember(&request, &commit_sha, &encoded).await;
                 }
-                return answer;
+                return answer.map(|result| (result, Served::ContentKey));
             }
         }
+        let remembered = request.clone();
         let flight_key = content_key.clone().unwrap_or_else(|| key.clone());
         let renderer = self.renderer.clone();
         let cache_key = flight_key.clone();
@@ -749,9 +820,12 @@ impl Pipeline {
                 .await
                 .map_err(Arc::new)
         });
-        if !flight.is_leader() {
+        let served = if flight.is_leader() {
+            Served::Rendered
+        } else {
             tracing::debug!("joined an identical render in progress");
-        }
+            Served::Joined
+        };
         let result = match flight.wait().await {
             Ok(result) => {
                 result.map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(Error::Shared))
@@ -766,10 +840,13 @@ impl Pipeline {
             result.revision = commit_sha;
             result
         });
-        if let (Ok(result), Some(_)) = (&result, &content_key) {
-            self.alias(&key, result).await;
+        if let Ok(result) = &result {
+            if content_key.is_some() {
+                self.alias(&key, result).await;
+            }
+            self.remember(&remembered, &result.revision, &encoded).await;
         }
-        result
+        result.map(|result| (result, served))
     }
 
     /// The content key of a render (see [`cache::key::content`]).

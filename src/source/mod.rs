@@ -6,6 +6,7 @@
 //! object stores through [`crate::git`].
 
 pub mod closure;
+pub mod refresh;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

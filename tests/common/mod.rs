@@ -41,6 +41,7 @@ pub fn test_config(tls: Tls) -> server::Config {
             pause_requests: 0,
         },
         cache: manifold::cache::Config::default(),
+        webhook: manifold::webhook::Config::default(),
         shutdown_grace: Duration::from_secs(10),
     }
 }
