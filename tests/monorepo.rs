@@ -228,21 +228,31 @@ async fn update_revision_for_paths_follows_refresh_paths() {
     // glob behave the same.
     repo.write("bases/common/cm.yaml", &config_map("common", "v2"));
     let c3 = repo.commit("change the base");
-    let cases: [(&str, &[&str], bool); 6] = [
-        ("apps/kust-00", &["apps/kust-00", "bases/common"], true),
-        ("apps/kust-01", &["apps/kust-01"], false),
-        ("apps/kust-02", &["bases/common"], true),
-        ("apps/kust-03", &["bases/*/cm.yaml"], true),
-        ("apps/kust-04", &["bases/*/other.yaml"], false),
-        ("apps/kust-05", &["bases/**/cm.yaml"], true),
+    // The refresh paths are what the controller computes from each app's
+    // annotation (Argo CD's GetSourceRefreshPaths, mirrored by
+    // `refresh_paths`).
+    let cases = [
+        ("apps/kust-00", ".;../../bases/common", true),
+        ("apps/kust-01", ".", false),
+        ("apps/kust-02", "/bases/common", true),
+        ("apps/kust-03", "/bases/*/cm.yaml", true),
+        ("apps/kust-04", "/bases/*/other.yaml; .", false),
+        ("apps/kust-05", "../../bases/**/cm.yaml", true),
+        ("apps/kust-06", "../../bases/common/cm.yaml", true),
+        ("apps/kust-07", "/", true),
     ];
-    for (path, paths, expected) in cases {
+    for (path, annotation, expected) in cases {
+        let paths = manifold::source::refresh::refresh_paths(path, annotation);
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
         let response = client
-            .update_revision_for_paths(update_request(&url, path, &c2, &c3, paths))
+            .update_revision_for_paths(update_request(&url, path, &c2, &c3, &paths))
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(response.changes, expected, "{path} with {paths:?}");
+        assert_eq!(
+            response.changes, expected,
+            "{path} with {annotation:?} ({paths:?})"
+        );
         assert_eq!(response.revision, c3);
     }
     // Globs match one segment: a nested file is not matched by `*`.
