@@ -149,6 +149,8 @@ struct Breaker {
 
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often an idle subscription checks that Redis is still there.
+const SUBSCRIPTION_PING: Duration = Duration::from_secs(15);
 
 /// The shared tier. Cheap to clone.
 #[derive(Clone)]
@@ -505,24 +507,23 @@ impl Shared {
         tokio::spawn(async move {
             let mut backoff = MIN_BACKOFF;
             while !sender.is_closed() {
-                match shared.listen(&channel, &sender).await {
-                    Ok(()) => backoff = MIN_BACKOFF,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "redis subscription lost; reconnecting");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
+                if let Err(err) = shared.listen(&channel, &sender, &mut backoff).await {
+                    tracing::warn!(error = %err, "redis subscription lost; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         });
         receiver
     }
 
-    /// One subscription until its connection ends or the receiver goes.
+    /// One subscription until its connection ends (or stops answering
+    /// pings) or the receiver goes; `backoff` is reset once subscribed.
     async fn listen(
         &self,
         channel: &str,
         sender: &tokio::sync::mpsc::Sender<Vec<u8>>,
+        backoff: &mut Duration,
     ) -> Result<(), String> {
         use tokio_stream::StreamExt;
         let client = match &self.connection {
@@ -543,7 +544,11 @@ impl Shared {
             .await
             .map_err(|_| "subscribing timed out".to_string())?
             .map_err(|err| err.to_string())?;
-        let mut messages = pubsub.into_on_message();
+        *backoff = MIN_BACKOFF;
+        let (mut sink, mut messages) = pubsub.split();
+        // A connection that silently went away (no RST) is found by a ping.
+        let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 message = messages.next() => match message {
@@ -554,6 +559,12 @@ impl Shared {
                     }
                     None => return Err("connection closed".to_string()),
                 },
+                _ = ping.tick() => {
+                    tokio::time::timeout(self.timeout, sink.ping::<redis::Value>())
+                        .await
+                        .map_err(|_| "ping timed out".to_string())?
+                        .map_err(|err| err.to_string())?;
+                }
                 _ = sender.closed() => return Ok(()),
             }
         }

@@ -104,6 +104,14 @@ impl Drop for HeldLease {
     }
 }
 
+/// The push generation of a remote (see `Pipeline::ref_generations`).
+fn ref_generation(generations: &std::sync::Mutex<HashMap<String, u64>>, normalized: &str) -> u64 {
+    generations
+        .lock()
+        .map(|map| map.get(normalized).copied().unwrap_or(0))
+        .unwrap_or(0)
+}
+
 /// How a manifest answer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Served {
@@ -395,6 +403,13 @@ pub struct Pipeline {
     diffs: Flights<Result<Arc<Vec<String>>, Arc<Error>>>,
     /// Recently answered apps, for pre-rendering after a push.
     recent: recent::Recent,
+    /// App-index entries this replica recorded recently (see
+    /// `revisions::remember`).
+    indexed: moka::sync::Cache<String, ()>,
+    /// Per remote (normalised URL): bumped by every push, so a ref
+    /// listing that started before a push does not store its result
+    /// after it.
+    ref_generations: Arc<std::sync::Mutex<HashMap<String, u64>>>,
 }
 
 /// The render stage (DESIGN.md step 6 and 7): everything after the
@@ -559,6 +574,11 @@ impl Pipeline {
             listings: Flights::default(),
             diffs: Flights::default(),
             recent: recent::Recent::default(),
+            indexed: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
+            ref_generations: Default::default(),
         }
     }
 
@@ -577,44 +597,51 @@ impl Pipeline {
         }
         let (stores, cache, url) = (self.stores.clone(), self.cache.clone(), repo_url.clone());
         let listing_key = key.clone();
-        let flight = self
-            .listings
-            .join(format!("{key}|fresh={fresh}"), move || async move {
-                let lock_timeout = cache.config.revision_cache_lock_timeout;
-                let lock = cache::key::lock(&listing_key);
-                let token = crate::domain::unguessable_name();
-                let mut locked = false;
-                if !fresh && cache.is_shared() && !lock_timeout.is_zero() {
-                    let deadline = Instant::now() + lock_timeout;
-                    loop {
-                        if cache.lease(&lock, &token, lock_timeout).await {
-                            locked = true;
-                            break;
-                        }
-                        // Another replica lists: wait for its result, but not
-                        // past the lock's lifetime.
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        if let Some(refs) =
-                            cache.get("refs", &listing_key, ttl).await.and_then(cached)
-                        {
-                            return Ok(refs);
-                        }
-                        if Instant::now() >= deadline {
-                            break;
-                        }
+        let normalized = repo_url.normalized();
+        let generations = self.ref_generations.clone();
+        let generation = ref_generation(&generations, &normalized);
+        let flight_key = format!(
+            "{}|generation={generation}",
+            cache::key::listing_flight(&key, fresh)
+        );
+        let flight = self.listings.join(flight_key, move || async move {
+            let lock_timeout = cache.config.revision_cache_lock_timeout;
+            let lock = cache::key::lock(&listing_key);
+            let token = crate::domain::unguessable_name();
+            let mut locked = false;
+            if !fresh && cache.is_shared() && !lock_timeout.is_zero() {
+                let deadline = Instant::now() + lock_timeout;
+                loop {
+                    if cache.lease(&lock, &token, lock_timeout).await {
+                        locked = true;
+                        break;
+                    }
+                    // Another replica lists: wait for its result, but not
+                    // past the lock's lifetime.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if let Some(refs) = cache.get("refs", &listing_key, ttl).await.and_then(cached)
+                    {
+                        return Ok(refs);
+                    }
+                    if Instant::now() >= deadline {
+                        break;
                     }
                 }
-                let listed = stores.list_refs(&url).await;
-                if let Ok(refs) = &listed {
-                    if let Ok(bytes) = serde_json::to_vec(refs) {
-                        cache.set(&listing_key, &bytes, ttl).await;
-                    }
+            }
+            let listed = stores.list_refs(&url).await;
+            // A push since the listing started may have moved a ref:
+            // its result is not stored over the push's invalidation.
+            let current = ref_generation(&generations, &normalized) == generation;
+            if let (Ok(refs), true) = (&listed, current) {
+                if let Ok(bytes) = serde_json::to_vec(refs) {
+                    cache.set(&listing_key, &bytes, ttl).await;
                 }
-                if locked {
-                    cache.release(&lock, &token).await;
-                }
-                listed.map_err(Arc::new)
-            });
+            }
+            if locked {
+                cache.release(&lock, &token).await;
+            }
+            listed.map_err(Arc::new)
+        });
         match flight.wait().await {
             Ok(listed) => listed.map_err(|shared| {
                 Error::Git(Arc::try_unwrap(shared).unwrap_or_else(git::Error::Shared))

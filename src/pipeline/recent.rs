@@ -48,7 +48,9 @@ impl Recent {
     /// Notes that `request` (with render inputs `encoded`) was answered at
     /// `commit`.
     pub(super) fn note(&self, request: &ManifestRequest, commit: &str, encoded: &[u8]) {
-        let id = key::render_encoded(&request.repo_url.normalized(), "", encoded);
+        // The revision as asked is part of the identity: a request for an
+        // old SHA (history, diff) does not replace the app's branch.
+        let id = key::render_encoded(&request.repo_url.normalized(), &request.revision, encoded);
         if let Some(known) = self.apps.get(&id) {
             if known.commit == commit {
                 return;
@@ -128,6 +130,9 @@ impl Pipeline {
         }
         let mut outcome = PushOutcome::default();
         for url in &spellings {
+            if let Ok(mut generations) = self.ref_generations.lock() {
+                *generations.entry(url.clone()).or_default() += 1;
+            }
             self.cache.delete(&key::refs(url)).await;
             outcome.listings_dropped += 1;
         }
@@ -169,9 +174,10 @@ impl Pipeline {
         if sha == app.commit {
             return Prerendered::Unchanged;
         }
-        let mut request = request.clone();
-        request.revision = sha;
-        match self.generate(request).await {
+        // Asked as the controller will ask (the branch, not the SHA): it
+        // resolves through the listing just made, and the answer lands
+        // under the key the controller's request will compute.
+        match self.generate(request.clone()).await {
             Ok((_, Served::Rendered)) => Prerendered::Rendered,
             Ok(_) => Prerendered::Reused,
             Err(err) => {

@@ -114,10 +114,17 @@ impl Pipeline {
             request.has_multiple_sources,
         );
         let index = key::app_index(&request.repo_url.normalized(), commit, &identity);
-        let Ok(encoded) = std::str::from_utf8(encoded) else {
+        let Ok(variant) = std::str::from_utf8(encoded) else {
             return;
         };
-        self.add_to_index(&index, &[encoded.to_string()]).await;
+        // Recorded already (by this replica, recently): nothing to do, so
+        // a cache hit costs one hash here, not an index read.
+        let recorded = key::render_encoded(&index, "", encoded);
+        if self.indexed.contains_key(&recorded) {
+            return;
+        }
+        self.add_to_index(&index, &[variant.to_string()]).await;
+        self.indexed.insert(recorded, ());
     }
 
     async fn read_index(&self, index: &str) -> Vec<String> {
@@ -169,6 +176,14 @@ impl Pipeline {
                 revision: String::new(),
             });
         }
+        // As Argo CD: the same revision as synced is unchanged, answered
+        // without asking the remote.
+        if request.synced_revision == request.revision && !request.uses_ref_sources {
+            return Ok(UpdateRevisionResult {
+                changes: false,
+                revision: request.revision.clone(),
+            });
+        }
         let revision = if request.revision.is_empty() {
             request.source.target_revision.clone()
         } else {
@@ -184,9 +199,6 @@ impl Pipeline {
         };
         if request.uses_ref_sources {
             return Ok(changed(true));
-        }
-        if request.synced_revision == revision {
-            return Ok(changed(false));
         }
         let old_sha = match self
             .resolve_revision(&request.repo_url, &request.synced_revision, fresh)

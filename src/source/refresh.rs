@@ -212,40 +212,60 @@ fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<ch
     }
 }
 
-/// Writes a class in globset's syntax, where there are no escapes: `]`
-/// goes first, `-` last, and a leading `!`/`^` must not read as negation.
+/// Writes a class in globset's syntax, which has no escapes in classes:
+/// `]` may only come first, `-` first or last, and `!`/`^` first would
+/// negate. Ranges starting or ending at those characters are split so that
+/// they appear only as single characters, placed where they are literal.
 fn push_class(negated: bool, ranges: &[(char, char)], out: &mut String) {
     if !negated && ranges.len() == 1 && ranges[0].0 == ranges[0].1 {
         escape_literal(ranges[0].0, out);
         return;
     }
-    let single = |c: char| ranges.contains(&(c, c));
-    let mut body = String::new();
-    if single(']') {
-        body.push(']');
-    }
-    let mut rest: Vec<&(char, char)> = ranges
-        .iter()
-        .filter(|r| **r != (']', ']') && **r != ('-', '-'))
-        .collect();
-    // Nothing may start the class with `!` or `^` unless it negates.
-    if body.is_empty() {
-        rest.sort_by_key(|r| matches!(r.0, '!' | '^'));
-    }
-    for (lo, hi) in rest {
-        body.push(*lo);
-        if lo != hi {
-            body.push('-');
-            body.push(*hi);
+    let next = |c: char| char::from_u32(c as u32 + 1).unwrap_or(c);
+    let mut singles: Vec<char> = Vec::new();
+    let mut spans: Vec<(char, char)> = Vec::new();
+    for &(lo, hi) in ranges {
+        let (mut lo, mut hi) = (lo, hi);
+        if lo != hi && hi == ']' {
+            // `]` (0x5D) ends the class: keep it single; `\` precedes it.
+            singles.push(']');
+            hi = '\\';
+        }
+        while lo != hi && matches!(lo, '!' | '^' | '-' | ']') {
+            singles.push(lo);
+            lo = next(lo);
+        }
+        if lo == hi {
+            singles.push(lo);
+        } else {
+            spans.push((lo, hi));
         }
     }
-    if single('-') {
+    let special = |c: char| matches!(c, '!' | '^' | '-' | ']');
+    let mut body = String::new();
+    if singles.contains(&']') {
+        body.push(']');
+    }
+    // Safe characters next; `!`/`^` only after something else.
+    for (lo, hi) in &spans {
+        body.push(*lo);
+        body.push('-');
+        body.push(*hi);
+    }
+    for c in singles.iter().filter(|c| !special(**c)) {
+        body.push(*c);
+    }
+    for c in ['!', '^'] {
+        if singles.contains(&c) {
+            body.push(c);
+        }
+    }
+    if singles.contains(&'-') {
         body.push('-');
     }
     if !negated && body.starts_with(['!', '^']) {
-        // Only `!` and `^`, which would read as negation first in a class:
-        // an alternation of the literals instead (Go patterns have none of
-        // their own, so it cannot nest).
+        // Only `!`, `^` (and perhaps `-`): an alternation of the literals
+        // instead (Go patterns have none of their own, so it cannot nest).
         let alternates: Vec<String> = body.chars().map(|c| format!("\\{c}")).collect();
         out.push('{');
         out.push_str(&alternates.join(","));
@@ -356,6 +376,21 @@ mod tests {
         assert!(!go_match("/a/[^!]x", "/a/!x"));
         assert!(go_match("/a/\\*", "/a/*"));
         assert!(!go_match("/a/\\*", "/a/b"));
+        // Ranges that start or end at characters globset treats specially.
+        assert!(go_match("/a/[!-#]", "/a/\""));
+        assert!(go_match("/a/[!-#]", "/a/!"));
+        assert!(!go_match("/a/[!-#]", "/a/-"));
+        assert!(go_match("/a/[A-\\]]", "/a/B"));
+        assert!(go_match("/a/[A-\\]]", "/a/]"));
+        assert!(!go_match("/a/[A-\\]]", "/a/^"));
+        assert!(go_match("/a/[a-c\\--/]", "/a/."));
+        assert!(go_match("/a/[a-c\\--/]", "/a/-"));
+        assert!(go_match("/a/[a-c\\--/]", "/a/b"));
+        assert!(!go_match("/a/[a-c\\--/]", "/a/,"));
+        assert!(go_match("/a/[^!-#]", "/a/x"));
+        assert!(!go_match("/a/[^!-#]", "/a/\""));
+        assert!(go_match("/a/[\\]-a]", "/a/_"));
+        assert!(!go_match("/a/[\\]-a]", "/a/b"));
         // Go has no alternation: braces and commas are literal.
         assert!(go_match("/a/{b,c}", "/a/{b,c}"));
         assert!(!go_match("/a/{b,c}", "/a/b"));

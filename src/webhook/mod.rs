@@ -29,6 +29,11 @@ use providers::{Event, Rejection, Secrets};
 const QUEUE: usize = 1024;
 /// Pushes handled at once on one replica.
 const CONCURRENT_PUSHES: usize = 4;
+/// Webhook bodies read at once (each up to the payload cap, before its
+/// signature can be checked); beyond this a webhook is answered 503.
+const CONCURRENT_READS: usize = 16;
+/// Longest a webhook body may take to arrive.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Webhook settings.
 #[derive(Debug, Clone)]
@@ -60,6 +65,7 @@ pub struct Webhooks {
     config: Config,
     queue: mpsc::Sender<PushEvent>,
     metrics: WebhookMetrics,
+    reads: tokio::sync::Semaphore,
 }
 
 /// Starts handling pushes (the queue's worker, and with a shared tier
@@ -90,60 +96,112 @@ pub fn start(
     if !unverified.is_empty() {
         tracing::info!(providers = ?unverified, "webhooks from these providers are accepted without verification (no secret configured)");
     }
-    let (queue, mut queued) = mpsc::channel::<PushEvent>(QUEUE);
+    let (queue, queued) = mpsc::channel::<PushEvent>(QUEUE);
     let webhooks = Arc::new(Webhooks {
         config,
         queue,
         metrics: metrics.clone(),
+        reads: tokio::sync::Semaphore::new(CONCURRENT_READS),
     });
-    let worker = tokio::spawn(async move {
-        let origin = crate::domain::unguessable_name();
-        let mut peers = cache.events();
-        let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PUSHES));
-        loop {
-            let push = tokio::select! {
-                push = queued.recv() => match push {
-                    Some(push) => {
-                        let message = Broadcast { origin: origin.clone(), push };
-                        if let Ok(bytes) = serde_json::to_vec(&message) {
-                            cache.broadcast(&bytes).await;
-                        }
-                        message.push
+    let worker = tokio::spawn(work(queued, pipeline, cache, metrics));
+    (webhooks, worker)
+}
+
+/// Handles pushes: at most [`CONCURRENT_PUSHES`] at once (the queue
+/// fills, and webhooks are refused, beyond that), and one at a time per
+/// remote: a push for a remote being handled is kept (the latest one) and
+/// handled once after. The handling tasks belong to this task: aborting it
+/// cancels them.
+async fn work(
+    mut queued: mpsc::Receiver<PushEvent>,
+    pipeline: Arc<Pipeline>,
+    cache: Arc<Cache>,
+    metrics: WebhookMetrics,
+) {
+    let origin = crate::domain::unguessable_name();
+    let mut peers = cache.events();
+    let mut tasks: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+    // The remote each task handles (a task that panicked still frees it).
+    let mut handling: std::collections::HashMap<tokio::task::Id, Vec<String>> = Default::default();
+    // Remotes being handled, with the push to handle once more after.
+    let mut running: std::collections::HashMap<Vec<String>, Option<PushEvent>> = Default::default();
+    let handle = |tasks: &mut tokio::task::JoinSet<()>, push: PushEvent| {
+        let (pipeline, metrics) = (pipeline.clone(), metrics.clone());
+        let key = remote(&push);
+        let task = tasks.spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = pipeline.handle_push(&push).await;
+            record(&metrics, &push, &outcome);
+            tracing::info!(
+                repo = ?push.identities,
+                refs = ?push.refs,
+                listings_dropped = outcome.listings_dropped,
+                rendered = outcome.rendered,
+                reused = outcome.reused,
+                unchanged = outcome.unchanged,
+                failed = outcome.failed,
+                took = ?started.elapsed(),
+                "push handled"
+            );
+        });
+        (task.id(), key)
+    };
+    loop {
+        let room = tasks.len() < CONCURRENT_PUSHES;
+        let push = tokio::select! {
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(err) => {
+                        tracing::error!(error = %err, "handling a push failed");
+                        err.id()
                     }
-                    None => return,
-                },
-                Some(message) = recv(&mut peers) => {
-                    match serde_json::from_slice::<Broadcast>(&message) {
-                        Ok(message) if message.origin != origin => message.push,
-                        Ok(_) => continue,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "ignoring an unreadable event from another replica");
-                            continue;
-                        }
+                };
+                let Some(remote) = handling.remove(&id) else { continue };
+                if let Some(Some(again)) = running.remove(&remote) {
+                    running.insert(remote, None);
+                    let (id, remote) = handle(&mut tasks, again);
+                    handling.insert(id, remote);
+                }
+                continue;
+            }
+            push = queued.recv(), if room => match push {
+                Some(push) => {
+                    let message = Broadcast { origin: origin.clone(), push };
+                    if let Ok(bytes) = serde_json::to_vec(&message) {
+                        cache.broadcast(&bytes).await;
+                    }
+                    message.push
+                }
+                None => return,
+            },
+            Some(message) = recv(&mut peers), if room => {
+                match serde_json::from_slice::<Broadcast>(&message) {
+                    Ok(message) if message.origin != origin => message.push,
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "ignoring an unreadable event from another replica");
+                        continue;
                     }
                 }
-            };
-            let (pipeline, metrics, permits) = (pipeline.clone(), metrics.clone(), permits.clone());
-            tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let started = std::time::Instant::now();
-                let outcome = pipeline.handle_push(&push).await;
-                record(&metrics, &push, &outcome);
-                tracing::info!(
-                    repo = ?push.identities,
-                    refs = ?push.refs,
-                    listings_dropped = outcome.listings_dropped,
-                    rendered = outcome.rendered,
-                    reused = outcome.reused,
-                    unchanged = outcome.unchanged,
-                    failed = outcome.failed,
-                    took = ?started.elapsed(),
-                    "push handled"
-                );
-            });
+            }
+        };
+        match running.get_mut(&remote(&push)) {
+            Some(again) => *again = Some(push),
+            None => {
+                running.insert(remote(&push), None);
+                let (id, remote) = handle(&mut tasks, push);
+                handling.insert(id, remote);
+            }
         }
-    });
-    (webhooks, worker)
+    }
+}
+
+/// The remote a push is for, as a key.
+fn remote(push: &PushEvent) -> Vec<String> {
+    let mut identities = push.identities.clone();
+    identities.sort();
+    identities
 }
 
 /// The next message from other replicas; never, without a subscription.
@@ -194,13 +252,52 @@ async fn receive(
             .inc();
     };
     let limit = webhooks.config.max_payload_bytes;
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        count("unknown", "too_large");
-        return (
+    let too_large = || {
+        (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("webhook payload is larger than {limit} bytes (--webhook-max-payload-size)\n"),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        count("unknown", "too_large");
+        return too_large();
+    }
+    let Ok(reading) = webhooks.reads.try_acquire() else {
+        count("unknown", "busy");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many webhooks being received; retry later\n".to_string(),
         );
     };
+    let body = match tokio::time::timeout(READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(err)) => {
+            let oversized = err
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if oversized {
+                count("unknown", "too_large");
+                return too_large();
+            }
+            count("unknown", "malformed");
+            return (
+                StatusCode::BAD_REQUEST,
+                "webhook body could not be read\n".to_string(),
+            );
+        }
+        Err(_) => {
+            count("unknown", "malformed");
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("webhook body did not arrive within {READ_TIMEOUT:?}\n"),
+            );
+        }
+    };
+    drop(reading);
     let event = match providers::parse(&headers, &body, &webhooks.config.secrets) {
         Ok(event) => event,
         Err(rejection) => {
