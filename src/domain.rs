@@ -3,10 +3,76 @@
 use std::fmt;
 
 /// A repository URL as the client sent it. It may carry credentials in its
-/// userinfo, so it is never printed directly: [`fmt::Display`] redacts.
+/// userinfo, so it is never printed directly: [`fmt::Display`] redacts. The
+/// credentials of Argo CD's `Repository` message travel with it.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct RepoUrl {
     raw: String,
+    credentials: Option<std::sync::Arc<Credentials>>,
+}
+
+/// How to reach a remote: Argo CD's `Repository` credential and transport
+/// fields. `Debug` never shows a secret.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Credentials {
+    pub username: String,
+    /// Password or personal access token.
+    pub password: String,
+    /// Bitbucket Data Center's HTTP access token (`Authorization: Bearer`).
+    pub bearer_token: String,
+    /// PEM private key for SSH remotes.
+    pub ssh_private_key: String,
+    /// PEM client certificate and key for HTTPS remotes.
+    pub tls_client_cert: String,
+    pub tls_client_key: String,
+    /// Skip TLS verification (HTTPS) or host-key checking (SSH).
+    pub insecure: bool,
+    /// Send the username and password up front (`Authorization: Basic`).
+    pub force_http_basic_auth: bool,
+    /// Proxy for HTTP(S) remotes, and the hosts that bypass it.
+    pub proxy: String,
+    pub no_proxy: String,
+    pub github_app: Option<GitHubApp>,
+}
+
+/// GitHub App credentials: an installation token is minted from them.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct GitHubApp {
+    pub app_id: i64,
+    pub installation_id: i64,
+    /// PEM RSA private key of the app.
+    pub private_key: String,
+    /// GitHub Enterprise API base URL; empty for github.com.
+    pub enterprise_base_url: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |text: &str| if text.is_empty() { "" } else { "***" };
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &set(&self.password))
+            .field("bearer_token", &set(&self.bearer_token))
+            .field("ssh_private_key", &set(&self.ssh_private_key))
+            .field("tls_client_cert", &set(&self.tls_client_cert))
+            .field("tls_client_key", &set(&self.tls_client_key))
+            .field("insecure", &self.insecure)
+            .field("force_http_basic_auth", &self.force_http_basic_auth)
+            .field("proxy", &redact_url(&self.proxy))
+            .field("no_proxy", &self.no_proxy)
+            .field(
+                "github_app",
+                &self.github_app.as_ref().map(|app| app.app_id),
+            )
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Whether anything is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Credentials::default()
+    }
 }
 
 impl RepoUrl {
@@ -22,7 +88,51 @@ impl RepoUrl {
         }
         Ok(RepoUrl {
             raw: trimmed.to_string(),
+            credentials: None,
         })
+    }
+
+    /// The same URL with these credentials (none when empty).
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = (!credentials.is_empty()).then(|| std::sync::Arc::new(credentials));
+        self
+    }
+
+    /// The credentials given with the URL (not those in its userinfo).
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_deref()
+    }
+
+    /// A digest of everything used to authenticate (the raw URL with its
+    /// userinfo, and the credentials), for keeping work done with one set
+    /// of credentials from being handed to a request with another. Not
+    /// reversible; never a cache key of its own.
+    pub fn access_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(self.raw.as_bytes());
+        if let Some(c) = &self.credentials {
+            let app = c.github_app.clone().unwrap_or_default();
+            for part in [
+                &c.username,
+                &c.password,
+                &c.bearer_token,
+                &c.ssh_private_key,
+                &c.tls_client_cert,
+                &c.tls_client_key,
+                &c.proxy,
+                &c.no_proxy,
+                &app.private_key,
+                &app.enterprise_base_url,
+            ] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
+            hasher.update([u8::from(c.insecure), u8::from(c.force_http_basic_auth)]);
+            hasher.update(app.app_id.to_le_bytes());
+            hasher.update(app.installation_id.to_le_bytes());
+        }
+        hex::encode(&hasher.finalize()[..12])
     }
 
     /// The URL to hand to git (it may contain credentials).

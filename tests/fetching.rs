@@ -169,7 +169,7 @@ async fn url_credentials_authenticate_without_reaching_the_command_line() {
     let mut request = manifest_request(&bad, "app", "main");
     request.no_cache = true;
     let status = client.generate_manifest(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(status.code(), Code::Unauthenticated);
     assert!(
         status
             .message()

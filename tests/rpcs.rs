@@ -183,13 +183,6 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
             .await
             .map(|_| ())
             .unwrap_err(),
-        client
-            .generate_manifest_with_files(tokio_stream::iter(vec![
-                ManifestRequestWithFiles::default(),
-            ]))
-            .await
-            .map(|_| ())
-            .unwrap_err(),
     ];
     for status in codes {
         assert_eq!(status.code(), Code::Unimplemented, "{}", status.message());

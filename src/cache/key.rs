@@ -45,6 +45,36 @@ pub fn app_index(repo_normalized: &str, commit_sha: &str, identity: &impl Serial
     )
 }
 
+/// `GetGitFiles`' answer for a commit and a pattern.
+pub fn git_files(
+    repo_normalized: &str,
+    commit_sha: &str,
+    pattern: &str,
+    new_globbing: bool,
+) -> String {
+    format!(
+        "gitfiles|v1|{}",
+        digest(&[
+            repo_normalized.as_bytes(),
+            commit_sha.as_bytes(),
+            pattern.as_bytes(),
+            &[u8::from(new_globbing)],
+        ])
+    )
+}
+
+/// `GetGitDirectories`' answer for a commit.
+pub fn git_directories(repo_normalized: &str, commit_sha: &str, include_hidden: bool) -> String {
+    format!(
+        "gitdirs|v1|{}",
+        digest(&[
+            repo_normalized.as_bytes(),
+            commit_sha.as_bytes(),
+            &[u8::from(include_hidden)],
+        ])
+    )
+}
+
 /// The files that differ between two commits of a remote.
 pub fn changed_files(repo_normalized: &str, from_sha: &str, to_sha: &str) -> String {
     format!(

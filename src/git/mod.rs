@@ -9,13 +9,14 @@
 //!
 //! This module must not render anything and must not know about protobuf.
 
+pub mod github_app;
 mod remote;
 mod store;
 pub mod tree;
 
 use std::time::Duration;
 
-pub use remote::{is_full_sha, RemoteRef, RemoteRefs, Resolved};
+pub use remote::{is_abbreviated_sha, is_full_sha, RemoteRef, RemoteRefs, Resolved};
 pub use store::{ExportReport, RepoStore, Stores};
 
 use crate::domain::RepoUrl;
@@ -50,6 +51,11 @@ pub struct Config {
     pub retry_factor: f32,
     /// `ARGOCD_GIT_RETRY_MAX_DURATION`: backoff cap; `None` = no cap.
     pub retry_max_duration: Option<Duration>,
+    /// `ARGOCD_TLS_DATA_PATH`: a CA bundle per host (file named after the
+    /// host) for HTTPS remotes.
+    pub tls_data_path: std::path::PathBuf,
+    /// `ARGOCD_SSH_DATA_PATH`: holds `ssh_known_hosts`.
+    pub ssh_data_path: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -60,6 +66,8 @@ impl Default for Config {
             retry_duration: Duration::from_millis(250),
             retry_factor: 2.0,
             retry_max_duration: Some(Duration::from_secs(5)),
+            tls_data_path: "/app/config/tls".into(),
+            ssh_data_path: "/app/config/ssh".into(),
         }
     }
 }
@@ -97,6 +105,10 @@ pub enum Error {
     /// Reading or writing a local object store failed.
     #[error("local object store of {repo_url} failed: {message}")]
     Store { repo_url: String, message: String },
+    /// The repository's credentials could not be turned into something
+    /// git can use (a GitHub App token request failed).
+    #[error("credentials for {repo_url} failed: {message}")]
+    Credentials { repo_url: String, message: String },
 }
 
 impl Error {
@@ -123,9 +135,34 @@ impl Error {
             Error::TimedOut { .. } => true,
             Error::Shared(inner) => inner.is_transient(),
             Error::RevisionNotFound { .. }
+            | Error::Credentials { .. }
             | Error::AmbiguousRevision { .. }
             | Error::GitUnavailable { .. }
             | Error::Store { .. } => false,
+        }
+    }
+
+    /// Whether the remote refused our credentials (or we had none it
+    /// accepts), or its identity could not be verified.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            Error::ListRefsFailed { stderr_tail, .. } | Error::FetchFailed { stderr_tail, .. } => {
+                let text = stderr_tail.to_ascii_lowercase();
+                [
+                    "authentication failed",
+                    "could not read username",
+                    "could not read password",
+                    "permission denied (publickey",
+                    "host key verification failed",
+                    "returned error: 401",
+                    "returned error: 403",
+                    "invalid username or password",
+                ]
+                .iter()
+                .any(|needle| text.contains(needle))
+            }
+            Error::Shared(inner) => inner.is_auth_failure(),
+            _ => false,
         }
     }
 
@@ -169,16 +206,26 @@ const ENV_CREDENTIAL_HELPER: &str =
     "!f() { test \"$1\" = get || exit 0; printf 'username=%s\\n' \"$MANIFOLD_GIT_USERNAME\"; \
      test -n \"$MANIFOLD_GIT_PASSWORD\" && printf 'password=%s\\n' \"$MANIFOLD_GIT_PASSWORD\"; exit 0; }; f";
 
-/// A git invocation for talking to `repo_url`, and the URL to put on its
-/// command line. Every git process gets: no prompts, no user or global
-/// configuration, no LFS smudging, no background or automatic maintenance.
-/// Credentials embedded in the URL are moved into the environment and
-/// handed to git by a credential helper.
+/// A git command for talking to a remote: the invocation, the URL to put
+/// on its command line (never with credentials), and the private files
+/// (keys, certificates) it reads, removed when this is dropped.
+pub(crate) struct GitCommand {
+    pub invocation: exec::Invocation,
+    pub url: String,
+    _files: Option<tempfile::TempDir>,
+}
+
+/// A git invocation for talking to `repo_url`. Every git process gets: no
+/// prompts, no user or global configuration, no LFS smudging, no background
+/// or automatic maintenance. Credentials never reach a command line:
+/// passwords and tokens go to git through a credential helper reading the
+/// environment (or an `http.extraHeader` set through the environment);
+/// keys and client certificates through files in a private directory.
 fn git_invocation(
     config: &Config,
     cwd: &std::path::Path,
     repo_url: &RepoUrl,
-) -> (exec::Invocation, String) {
+) -> Result<GitCommand, Error> {
     let mut invocation = exec::Invocation::new(&config.git_program, cwd)
         .env("HOME", "/dev/null")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -187,29 +234,188 @@ fn git_invocation(
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "")
         .env("SSH_ASKPASS", "")
-        .env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         .env("GIT_LFS_SKIP_SMUDGE", "1");
-    let mut settings = vec![
-        ("maintenance.autoDetach", "false"),
-        ("gc.autoDetach", "false"),
-        ("gc.auto", "0"),
-        ("maintenance.auto", "false"),
+    let mut settings: Vec<(&str, String)> = vec![
+        ("maintenance.autoDetach", "false".into()),
+        ("gc.autoDetach", "false".into()),
+        ("gc.auto", "0".into()),
+        ("maintenance.auto", "false".into()),
     ];
-    let url = match repo_url.split_credentials() {
-        Some(credentials) => {
-            invocation = invocation
-                .env("MANIFOLD_GIT_USERNAME", credentials.username)
-                .env("MANIFOLD_GIT_PASSWORD", credentials.password);
-            settings.push(("credential.helper", ENV_CREDENTIAL_HELPER));
-            credentials.url_without_userinfo
-        }
+    let store_error = |err: std::io::Error| Error::Store {
+        repo_url: repo_url.redacted(),
+        message: format!("cannot write credentials for git: {err}"),
+    };
+    let credentials = repo_url.credentials().cloned().unwrap_or_default();
+    let in_url = repo_url.split_credentials();
+    let url = match &in_url {
+        Some(split) => split.url_without_userinfo.clone(),
         None => repo_url.as_str().to_string(),
     };
+    // The Repository's username and password win over userinfo in the URL.
+    let (username, password) =
+        if !credentials.username.is_empty() || !credentials.password.is_empty() {
+            (credentials.username.clone(), credentials.password.clone())
+        } else if let Some(split) = in_url {
+            (split.username, split.password)
+        } else {
+            (String::new(), String::new())
+        };
+    if !username.is_empty() || !password.is_empty() {
+        // Argo CD's default user for a bare token.
+        let username = if username.is_empty() {
+            "x-access-token".to_string()
+        } else {
+            username
+        };
+        if credentials.force_http_basic_auth {
+            use base64::Engine;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            settings.push(("http.extraHeader", format!("Authorization: Basic {token}")));
+        }
+        invocation = invocation
+            .env("MANIFOLD_GIT_USERNAME", username)
+            .env("MANIFOLD_GIT_PASSWORD", password);
+        settings.push(("credential.helper", ENV_CREDENTIAL_HELPER.to_string()));
+    }
+    if !credentials.bearer_token.is_empty() {
+        settings.push((
+            "http.extraHeader",
+            format!("Authorization: Bearer {}", credentials.bearer_token),
+        ));
+    }
+    let needs_files = !credentials.ssh_private_key.is_empty()
+        || !credentials.tls_client_cert.is_empty()
+        || !credentials.tls_client_key.is_empty();
+    let files = if needs_files {
+        Some(
+            tempfile::Builder::new()
+                .prefix("manifold-creds-")
+                .tempdir_in(private_dir())
+                .map_err(store_error)?,
+        )
+    } else {
+        None
+    };
+    let write = |name: &str, content: &str| -> Result<std::path::PathBuf, Error> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = files.as_ref().map(|d| d.path()).unwrap_or(cwd);
+        let path = dir.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(store_error)?;
+        file.write_all(content.as_bytes()).map_err(store_error)?;
+        // ssh refuses a key without a final newline.
+        if !content.ends_with('\n') {
+            file.write_all(b"\n").map_err(store_error)?;
+        }
+        Ok(path)
+    };
+    // HTTPS: client certificate, CA, verification.
+    if !credentials.tls_client_cert.is_empty() && !credentials.tls_client_key.is_empty() {
+        invocation = invocation
+            .env(
+                "GIT_SSL_CERT",
+                write("client.crt", &credentials.tls_client_cert)?,
+            )
+            .env(
+                "GIT_SSL_KEY",
+                write("client.key", &credentials.tls_client_key)?,
+            );
+    }
+    if credentials.insecure {
+        invocation = invocation.env("GIT_SSL_NO_VERIFY", "true");
+    } else if let Some(ca) = host_of(&url)
+        .map(|host| config.tls_data_path.join(host))
+        .filter(|path| path.is_file())
+    {
+        invocation = invocation.env("GIT_SSL_CAINFO", ca);
+    }
+    // SSH: the key, and host keys checked against Argo CD's known hosts
+    // (or not at all when insecure).
+    let mut ssh = vec!["ssh".to_string(), "-o".into(), "BatchMode=yes".into()];
+    if !credentials.ssh_private_key.is_empty() {
+        let key = write("ssh.key", &credentials.ssh_private_key)?;
+        ssh.extend([
+            "-i".into(),
+            shell_quote(&key.to_string_lossy()),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+        ]);
+    }
+    if credentials.insecure {
+        ssh.extend([
+            "-o".into(),
+            "StrictHostKeyChecking=no".into(),
+            "-o".into(),
+            "UserKnownHostsFile=/dev/null".into(),
+        ]);
+    } else {
+        let known_hosts = config.ssh_data_path.join("ssh_known_hosts");
+        ssh.extend([
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!(
+                "UserKnownHostsFile={}",
+                shell_quote(&known_hosts.to_string_lossy())
+            ),
+        ]);
+    }
+    invocation = invocation.env("GIT_SSH_COMMAND", ssh.join(" "));
+    if !credentials.proxy.is_empty() {
+        for name in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+            invocation = invocation.env(name, &credentials.proxy);
+        }
+        for name in ["no_proxy", "NO_PROXY"] {
+            invocation = invocation.env(name, &credentials.no_proxy);
+        }
+    }
     invocation = invocation.env("GIT_CONFIG_COUNT", settings.len().to_string());
     for (i, (key, value)) in settings.into_iter().enumerate() {
         invocation = invocation
             .env(format!("GIT_CONFIG_KEY_{i}"), key)
             .env(format!("GIT_CONFIG_VALUE_{i}"), value);
     }
-    (invocation, url)
+    Ok(GitCommand {
+        invocation,
+        url,
+        _files: files,
+    })
+}
+
+/// Where credential files go: memory-backed `/dev/shm` when there is one
+/// (as Argo CD), else the temporary directory.
+fn private_dir() -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// The host of an `scheme://[user@]host[:port]/...` or `[user@]host:path`
+/// URL, without port.
+fn host_of(url: &str) -> Option<&str> {
+    let rest = match url.split_once("://") {
+        Some((_, rest)) => rest,
+        None => url.split_once(':')?.0,
+    };
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Single-quotes `text` for the shell git runs `GIT_SSH_COMMAND` with.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }

@@ -42,7 +42,7 @@ pub fn is_full_sha(revision: &str) -> bool {
     revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn is_abbreviated_sha(revision: &str) -> bool {
+pub fn is_abbreviated_sha(revision: &str) -> bool {
     (7..40).contains(&revision.len()) && revision.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -156,8 +156,12 @@ pub async fn list_refs(
     repo_url: &RepoUrl,
 ) -> Result<RemoteRefs, Error> {
     let attempt = || async {
-        let (invocation, url) = git_invocation(config, cwd, repo_url);
-        let invocation = invocation.args(["ls-remote", "--symref", "--"]).arg(url);
+        let command = git_invocation(config, cwd, repo_url)?;
+        let invocation = command
+            .invocation
+            .clone()
+            .args(["ls-remote", "--symref", "--"])
+            .arg(&command.url);
         let output = supervisor
             .run(invocation)
             .await

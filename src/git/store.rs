@@ -25,6 +25,8 @@ pub struct Stores {
     /// Normalised remote URL -> its store. The mutex guards only the map;
     /// each store serialises its own fetches.
     stores: Mutex<HashMap<String, Arc<RepoStore>>>,
+    /// GitHub App installation tokens, minted on first need.
+    tokens: std::sync::OnceLock<Result<super::github_app::Tokens, String>>,
 }
 
 /// The bare object store of one remote.
@@ -57,12 +59,43 @@ impl Stores {
             config,
             supervisor,
             stores: Mutex::new(HashMap::new()),
+            tokens: std::sync::OnceLock::new(),
         }
+    }
+
+    /// `repo_url` with credentials git can use: a GitHub App's become an
+    /// installation token (username `x-access-token`).
+    async fn authorised(&self, repo_url: &RepoUrl) -> Result<RepoUrl, Error> {
+        let Some(credentials) = repo_url.credentials() else {
+            return Ok(repo_url.clone());
+        };
+        let Some(app) = &credentials.github_app else {
+            return Ok(repo_url.clone());
+        };
+        let failed = |message: String| Error::Credentials {
+            repo_url: repo_url.redacted(),
+            message,
+        };
+        let tokens = self
+            .tokens
+            .get_or_init(|| super::github_app::Tokens::new().map_err(|err| err.to_string()))
+            .clone()
+            .map_err(failed)?;
+        let token = tokens
+            .token(app)
+            .await
+            .map_err(|err| failed(err.to_string()))?;
+        let mut credentials = credentials.clone();
+        credentials.github_app = None;
+        credentials.username = super::github_app::ACCESS_TOKEN_USERNAME.to_string();
+        credentials.password = token;
+        Ok(repo_url.clone().with_credentials(credentials))
     }
 
     /// Lists the refs the remote advertises (network; retried).
     pub async fn list_refs(&self, repo_url: &RepoUrl) -> Result<RemoteRefs, Error> {
-        remote::list_refs(&self.supervisor, &self.config, &self.root, repo_url).await
+        let repo_url = self.authorised(repo_url).await?;
+        remote::list_refs(&self.supervisor, &self.config, &self.root, &repo_url).await
     }
 
     /// The store of `repo_url`, created (empty) on first use.
@@ -142,11 +175,12 @@ impl Stores {
         // The fetch runs in its own task, which holds the lock: a request
         // that goes away (deadline, cancellation) does not kill a fetch that
         // others are queued behind.
+        let authorised = self.authorised(repo_url).await?;
         let fetch = tokio::spawn(fetch(
             self.supervisor.clone(),
             self.config.clone(),
             store.path.clone(),
-            repo_url.clone(),
+            authorised,
             resolved.clone(),
             fetching,
         ));
@@ -177,8 +211,9 @@ async fn fetch(
     resolved: Resolved,
     _fetching: tokio::sync::OwnedMutexGuard<()>,
 ) -> Result<(), Error> {
-    let (invocation, url) = git_invocation(&config, &path, &repo_url);
-    let invocation = invocation.env("GIT_DIR", &path);
+    let command = git_invocation(&config, &path, &repo_url)?;
+    let url = command.url.clone();
+    let invocation = command.invocation.clone().env("GIT_DIR", &path);
     let fetch_all = invocation
         .clone()
         .args([
@@ -250,6 +285,11 @@ async fn find_commit(
 }
 
 impl RepoStore {
+    /// The bare object store on disk (for in-process reads).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Writes the tree of `commit_sha` (only the directory `subtree` of it
     /// when given, at its place below `destination`) into the new
     /// directory `destination`: files read-only, symlinks as symlinks,

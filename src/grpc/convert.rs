@@ -19,7 +19,8 @@ use crate::render::{kustomize, spec};
 pub fn repository(repo: Option<&Repository>) -> Result<(RepoUrl, RepoType), Status> {
     let repo = repo.ok_or_else(|| Status::invalid_argument("must pass a valid repo"))?;
     let repo_url = RepoUrl::parse(&repo.repo)
-        .map_err(|err| Status::invalid_argument(format!("invalid repo: {err}")))?;
+        .map_err(|err| Status::invalid_argument(format!("invalid repo: {err}")))?
+        .with_credentials(credentials(repo)?);
     let repo_type = match repo.r#type.as_str() {
         "" | "git" => RepoType::Git,
         "helm" => RepoType::Helm,
@@ -31,6 +32,40 @@ pub fn repository(repo: Option<&Repository>) -> Result<(RepoUrl, RepoType), Stat
         }
     };
     Ok((repo_url, repo_type))
+}
+
+/// The credential and transport fields of a `Repository`.
+fn credentials(repo: &Repository) -> Result<crate::domain::Credentials, Status> {
+    if !repo.gcp_service_account_key.is_empty()
+        || repo.use_azure_workload_identity
+        || !repo.azure_service_principal_client_id.is_empty()
+    {
+        return Err(Status::unimplemented(
+            "Google Cloud and Azure credentials are not implemented yet",
+        ));
+    }
+    let github_app =
+        (repo.github_app_id != 0 || !repo.github_app_private_key.is_empty()).then(|| {
+            crate::domain::GitHubApp {
+                app_id: repo.github_app_id,
+                installation_id: repo.github_app_installation_id,
+                private_key: repo.github_app_private_key.clone(),
+                enterprise_base_url: repo.github_app_enterprise_base_url.clone(),
+            }
+        });
+    Ok(crate::domain::Credentials {
+        username: repo.username.clone(),
+        password: repo.password.clone(),
+        bearer_token: repo.bearer_token.clone(),
+        ssh_private_key: repo.ssh_private_key.clone(),
+        tls_client_cert: repo.tls_client_cert_data.clone(),
+        tls_client_key: repo.tls_client_cert_key.clone(),
+        insecure: repo.insecure || repo.insecure_ignore_host_key,
+        force_http_basic_auth: repo.force_http_basic_auth,
+        proxy: repo.proxy.clone(),
+        no_proxy: repo.no_proxy.clone(),
+        github_app,
+    })
 }
 
 fn helm_spec(helm: ApplicationSourceHelm) -> Result<spec::HelmSpec, Status> {

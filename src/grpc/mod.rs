@@ -81,11 +81,58 @@ impl RepoServerService for RepoServer {
         }))
     }
 
+    #[tracing::instrument(name = "GenerateManifestWithFiles", skip_all)]
     async fn generate_manifest_with_files(
         &self,
-        _request: Request<Streaming<ManifestRequestWithFiles>>,
+        request: Request<Streaming<ManifestRequestWithFiles>>,
     ) -> Result<Response<ManifestResponse>, Status> {
-        Err(not_implemented("GenerateManifestWithFiles"))
+        use manifest_request_with_files::Part;
+        let mut stream = request.into_inner();
+        // The order is fixed: the request, the metadata, then chunks.
+        let request = match stream.message().await?.and_then(|m| m.part) {
+            Some(Part::Request(request)) => convert::manifest_request(request)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must carry the manifest request",
+                ))
+            }
+        };
+        let checksum = match stream.message().await?.and_then(|m| m.part) {
+            Some(Part::Metadata(metadata)) => metadata.checksum,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the second message must carry the file metadata (checksum)",
+                ))
+            }
+        };
+        let mut upload = self.pipeline.new_upload().map_err(|err| self.status(err))?;
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(Part::Chunk(chunk)) => upload
+                    .push(&chunk.chunk)
+                    .map_err(|err| self.status(crate::pipeline::Error::Upload(err)))?,
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "after the metadata, only file chunks may follow",
+                    ))
+                }
+            }
+        }
+        let result = self
+            .pipeline
+            .generate_from_upload(request, upload, checksum)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(ManifestResponse {
+            manifests: result.manifests,
+            revision: result.revision,
+            source_type: result
+                .source_type
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            commands: result.commands,
+            ..Default::default()
+        }))
     }
 
     #[tracing::instrument(name = "TestRepository", skip_all)]

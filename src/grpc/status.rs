@@ -9,11 +9,17 @@ use crate::{git, pipeline, render, source};
 
 fn git_code(err: &git::Error) -> Code {
     match err {
+        err @ (git::Error::ListRefsFailed { .. } | git::Error::FetchFailed { .. })
+            if err.is_auth_failure() =>
+        {
+            Code::Unauthenticated
+        }
         git::Error::ListRefsFailed { .. } | git::Error::FetchFailed { .. } => Code::Internal,
         git::Error::RevisionNotFound { .. } => Code::NotFound,
         git::Error::AmbiguousRevision { .. } => Code::InvalidArgument,
         git::Error::TimedOut { .. } => Code::DeadlineExceeded,
         git::Error::GitUnavailable { .. } | git::Error::Store { .. } => Code::Internal,
+        git::Error::Credentials { .. } => Code::Unauthenticated,
         git::Error::Shared(inner) => git_code(inner),
     }
 }
@@ -63,6 +69,22 @@ fn pipeline_code(err: &pipeline::Error) -> Code {
         pipeline::Error::Source(err) => source_code(err),
         pipeline::Error::Render(err) => render_code(err),
         pipeline::Error::NotImplemented { .. } => Code::Unimplemented,
+        pipeline::Error::Invalid { .. } => Code::InvalidArgument,
+        pipeline::Error::Upload(err) if err.is_limit() => Code::ResourceExhausted,
+        pipeline::Error::Upload(
+            source::tarball::Error::Spool(_)
+            | source::tarball::Error::Destination(_)
+            | source::tarball::Error::DestinationNotEmpty
+            | source::tarball::Error::Write { .. }
+            | source::tarball::Error::Build { .. }
+            | source::tarball::Error::Output(_),
+        ) => Code::Internal,
+        pipeline::Error::Upload(_) => Code::InvalidArgument,
+        // pipeline::Error::Inspect(err) => match err {
+        //     crate::git::inspect::Error::CommitNotFound(_) => Code::NotFound,
+        //     crate::git::inspect::Error::Pattern { .. } => Code::InvalidArgument,
+        //     _ => Code::Internal,
+        // },
         pipeline::Error::Internal { .. } => Code::Internal,
         pipeline::Error::Shared(err) => pipeline_code(err),
         // Generation is paused for this app after repeated failures.

@@ -22,8 +22,11 @@ use crate::render::spec::SourceSpec;
 use crate::render::{self, directory, jsonnet, manifest, SourceType};
 use crate::source;
 
+// mod queries; (waits for git::inspect)
 mod recent;
 mod revisions;
+
+// pub use queries::Commit;
 
 pub use recent::{PushEvent, PushOutcome};
 pub use revisions::{UpdateRevisionRequest, UpdateRevisionResult};
@@ -44,6 +47,15 @@ pub enum Error {
     /// The error of a render this request shared with others.
     #[error(transparent)]
     Shared(Arc<Error>),
+    /// The request is malformed.
+    #[error("{message}")]
+    Invalid { message: String },
+    /// An uploaded archive was refused.
+    #[error(transparent)]
+    Upload(source::tarball::Error),
+    // /// Reading a commit in process failed.
+    // #[error(transparent)]
+    // Inspect(crate::git::inspect::Error),
     /// Generation of this app is paused after repeated failures
     /// (`ARGOCD_PAUSE_GEN_*`); the last failure's message.
     #[error("Manifest generation error (cached): {message}")]
@@ -112,6 +124,18 @@ fn ref_generation(generations: &std::sync::Mutex<HashMap<String, u64>>, normaliz
         .unwrap_or(0)
 }
 
+/// The revision of an uploaded tree, as Argo CD reports it.
+const STREAMED: &str = "streamed";
+
+/// What a render needs besides the request and the tree.
+struct Prepared {
+    app_dir: std::path::PathBuf,
+    /// The source with override files merged in.
+    source: SourceSpec,
+    source_type: SourceType,
+    allow_concurrency: bool,
+}
+
 /// How a manifest answer was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Served {
@@ -157,6 +181,13 @@ pub struct Config {
     /// `ARGOCD_PAUSE_GEN_REQUESTS`: a pause ends after this many cached
     /// errors were served (0: not by count).
     pub pause_requests: u32,
+    /// `--include-hidden-directories`: `GetGitDirectories` lists
+    /// directories whose name starts with `.`.
+    pub include_hidden_directories: bool,
+    /// `--streamed-manifest-max-tar-size` and
+    /// `--streamed-manifest-max-extracted-size`
+    /// (`GenerateManifestWithFiles`).
+    pub upload_limits: source::tarball::Limits,
 }
 
 /// The kind of repository a request names.
@@ -600,9 +631,12 @@ impl Pipeline {
         let normalized = repo_url.normalized();
         let generations = self.ref_generations.clone();
         let generation = ref_generation(&generations, &normalized);
+        // Listings made with other credentials are not shared: a request
+        // must not fail (or succeed) on another's credentials.
         let flight_key = format!(
-            "{}|generation={generation}",
-            cache::key::listing_flight(&key, fresh)
+            "{}|generation={generation}|access={}",
+            cache::key::listing_flight(&key, fresh),
+            repo_url.access_digest()
         );
         let flight = self.listings.join(flight_key, move || async move {
             let lock_timeout = cache.config.revision_cache_lock_timeout;
@@ -874,6 +908,41 @@ impl Pipeline {
             self.remember(&remembered, &result.revision, &encoded).await;
         }
         result.map(|result| (result, served))
+    }
+
+    /// A place to receive an upload for [`Self::generate_from_upload`].
+    pub fn new_upload(&self) -> Result<source::tarball::Upload, Error> {
+        source::tarball::Upload::new(
+            self.renderer.snapshots.spool_dir(),
+            self.renderer.config.upload_limits,
+        )
+        .map_err(Error::Upload)
+    }
+
+    /// Argo CD's `GenerateManifestWithFiles`: renders the uploaded
+    /// `.tar.gz` (checked against `checksum`, extracted under the limits,
+    /// no path or link leaving it) as the repository. Not cached and not
+    /// bounded by `--parallelismlimit`, as in Argo CD; the revision is
+    /// `streamed`.
+    pub async fn generate_from_upload(
+        &self,
+        request: ManifestRequest,
+        upload: source::tarball::Upload,
+        checksum: String,
+    ) -> Result<ManifestResult, Error> {
+        let dir = self.renderer.snapshots.new_upload_dir()?;
+        let path = dir.path().to_path_buf();
+        let extracted = tokio::task::spawn_blocking(move || upload.extract(&checksum, &path)).await;
+        let extracted = extracted.map_err(join_error)?.map_err(Error::Upload)?;
+        tracing::debug!(
+            files = extracted.files,
+            bytes = extracted.bytes,
+            "upload extracted"
+        );
+        let snapshot = self.renderer.snapshots.adopt(dir, STREAMED)?;
+        self.renderer
+            .render_uploaded(&request, snapshot, STREAMED)
+            .await
     }
 
     /// The content key of a render (see [`cache::key::content`]).
@@ -1173,6 +1242,73 @@ impl Renderer {
             }
             break (app_dir, source, source_type, allow_concurrency);
         };
+        self.render_prepared(
+            &request,
+            snapshot,
+            Prepared {
+                app_dir,
+                source,
+                source_type,
+                allow_concurrency,
+            },
+            commit_sha,
+        )
+        .await
+    }
+
+    /// Renders a tree that does not come from git (an uploaded archive,
+    /// `GenerateManifestWithFiles`) at `request.source.path` of it.
+    async fn render_uploaded(
+        &self,
+        request: &ManifestRequest,
+        snapshot: Arc<source::Snapshot>,
+        revision: &str,
+    ) -> Result<ManifestResult, Error> {
+        let app_dir = snapshot.app_dir(&request.source.path)?;
+        let mut source = request.source.clone();
+        let (dir, shared) = (app_dir.clone(), snapshot.clone());
+        let (app_name, enabled) = (
+            request.tracking.app_name.clone(),
+            request.enabled_source_types.clone(),
+        );
+        let (source, source_type, allow_concurrency) =
+            tokio::task::spawn_blocking(move || -> Result<_, Error> {
+                source.merge_override_files(&dir, shared.root(), &app_name)?;
+                let source_type =
+                    render::detect_source_type(&dir, &source.explicit_types(), &enabled)?;
+                let allow_concurrency = shared.allows_concurrency(&dir);
+                Ok((source, source_type, allow_concurrency))
+            })
+            .await
+            .map_err(join_error)??;
+        self.render_prepared(
+            request,
+            snapshot,
+            Prepared {
+                app_dir,
+                source,
+                source_type,
+                allow_concurrency,
+            },
+            revision.to_string(),
+        )
+        .await
+    }
+
+    /// The render itself, once the tree is on disk and the source known.
+    async fn render_prepared(
+        &self,
+        request: &ManifestRequest,
+        snapshot: Arc<source::Snapshot>,
+        prepared: Prepared,
+        commit_sha: String,
+    ) -> Result<ManifestResult, Error> {
+        let Prepared {
+            app_dir,
+            source,
+            source_type,
+            allow_concurrency,
+        } = prepared;
         let repo_url_shown = request.repo_url.redacted();
         let env = BuildEnv::new(BuildEnvInput {
             app_name: &request.tracking.app_name,

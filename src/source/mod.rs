@@ -7,6 +7,7 @@
 
 pub mod closure;
 pub mod refresh;
+pub mod tarball;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -273,6 +274,42 @@ impl Snapshots {
             entries: Mutex::new(HashMap::new()),
             metrics,
         }
+    }
+
+    /// The private directory uploads may spool into.
+    pub fn spool_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// A new private directory for a tree that does not come from git (an
+    /// uploaded archive): fill it, then hand it to [`Snapshots::adopt`].
+    pub fn new_upload_dir(&self) -> Result<tempfile::TempDir, Error> {
+        tempfile::Builder::new()
+            .prefix("upload-")
+            .tempdir_in(&self.root)
+            .map_err(|err| Error::Snapshot {
+                commit_sha: "streamed".to_string(),
+                message: format!("cannot create a directory for the upload: {err}"),
+            })
+    }
+
+    /// A snapshot of the filled directory `dir` (never shared, removed
+    /// when dropped). `label` stands for the commit.
+    pub fn adopt(&self, dir: tempfile::TempDir, label: &str) -> Result<Arc<Snapshot>, Error> {
+        let root = dir.keep();
+        let canonical = root.canonicalize().map_err(|err| Error::Snapshot {
+            commit_sha: label.to_string(),
+            message: err.to_string(),
+        })?;
+        self.metrics.snapshots.inc();
+        Ok(Arc::new(Snapshot {
+            root: canonical,
+            commit_sha: label.to_string(),
+            submodules: Vec::new(),
+            escaping_symlink: Default::default(),
+            subtree: None,
+            metrics: self.metrics.clone(),
+        }))
     }
 
     /// Forgets snapshots no render uses that have been idle longer than

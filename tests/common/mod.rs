@@ -39,6 +39,8 @@ pub fn test_config(tls: Tls) -> server::Config {
             pause_after_failed_attempts: 3,
             pause_minutes: 60,
             pause_requests: 0,
+            include_hidden_directories: false,
+            upload_limits: Default::default(),
         },
         cache: manifold::cache::Config::default(),
         webhook: manifold::webhook::Config::default(),

@@ -11,6 +11,14 @@ pub struct Running {
     pub child: Child,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Running {
+    /// Everything the server logged so far (after its start-up line).
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
 }
 
 /// Starts the binary on ephemeral ports and reads the bound addresses from
@@ -59,8 +67,23 @@ pub fn start(extra_args: &[&str], env: &[(&str, &str)]) -> Running {
     };
     let (grpc, http) = (field("grpc"), field("http"));
     // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Running { child, grpc, http }
+    let log = std::sync::Arc::new(std::sync::Mutex::new(line.into_bytes()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+        }
+    });
+    Running {
+        child,
+        grpc,
+        http,
+        log,
+    }
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
