@@ -184,5 +184,5 @@ async fn url_credentials_authenticate_without_reaching_the_command_line() {
     let mut request = manifest_request(&anonymous, "app", "main");
     request.no_cache = true;
     let status = client.generate_manifest(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(status.code(), Code::Unauthenticated);
 }

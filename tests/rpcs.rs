@@ -137,11 +137,6 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
     let server = start_plaintext().await;
     let mut client = client(&server).await;
     let codes = [
-        client
-            .list_apps(ListAppsRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
         client.list_plugins(()).await.map(|_| ()).unwrap_err(),
         client
             .list_oci_tags(ListRefsRequest::default())
@@ -150,11 +145,6 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
             .unwrap_err(),
         client
             .get_app_details(RepoServerAppDetailsQuery::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-        client
-            .get_revision_metadata(RepoServerRevisionMetadataRequest::default())
             .await
             .map(|_| ())
             .unwrap_err(),
@@ -170,16 +160,6 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
             .unwrap_err(),
         client
             .get_helm_charts(HelmChartsRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-        client
-            .get_git_files(GitFilesRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-        client
-            .get_git_directories(GitDirectoriesRequest::default())
             .await
             .map(|_| ())
             .unwrap_err(),
@@ -214,4 +194,150 @@ async fn health_service_reports_serving() {
         manifold::grpc::proto::version::version_service_client::VersionServiceClient::new(channel);
     let v = version.version(()).await.unwrap().into_inner();
     assert!(v.version.starts_with("manifold-v"));
+}
+
+/// The git queries (UI and ApplicationSet generators) answer from the
+/// commit's facts.
+#[tokio::test]
+async fn git_queries_answer_from_the_commit() {
+    let repo = common::fixtures::GitRepo::new();
+    repo.write(
+        "apps/web/Chart.yaml",
+        "apiVersion: v2\nname: web\nversion: 1.0.0\n",
+    )
+    .write("apps/web/values.yaml", "x: 1\n")
+    .write("apps/api/kustomization.yaml", "resources: []\n")
+    .write(
+        "apps/both/Chart.yaml",
+        "apiVersion: v2\nname: both\nversion: 1.0.0\n",
+    )
+    .write("apps/both/kustomization.yaml", "resources: []\n")
+    .write("clusters/dev/config.json", "{\"env\":\"dev\"}")
+    .write("clusters/prod/config.json", "{\"env\":\"prod\"}")
+    .write(".github/workflows/ci.yaml", "on: push\n")
+    .write("README.md", "hi\n");
+    let first = repo.commit("Add apps\n\nA body line.");
+    repo.tag("v1.0.0").tag_annotated("release-1");
+    let url = repo.url();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+
+    let apps = client
+        .list_apps(ListAppsRequest {
+            repo: repo_of(&url),
+            revision: "main".into(),
+            enabled_source_types: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .apps;
+    let expected: std::collections::HashMap<String, String> = [
+        ("apps/web", "Helm"),
+        ("apps/api", "Kustomize"),
+        ("apps/both", "Kustomize"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(apps, expected);
+    let without_helm = client
+        .list_apps(ListAppsRequest {
+            repo: repo_of(&url),
+            revision: "main".into(),
+            enabled_source_types: [("Helm".to_string(), false)].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .apps;
+    assert!(!without_helm.values().any(|kind| kind == "Helm"));
+
+    let metadata = client
+        .get_revision_metadata(RepoServerRevisionMetadataRequest {
+            repo: repo_of(&url),
+            revision: first[..10].to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(metadata.author, "Fixture Author <author@example.com>");
+    assert_eq!(metadata.message, "Add apps\n\nA body line.");
+    assert_eq!(metadata.tags, ["release-1", "v1.0.0"]);
+    assert!(metadata.date.unwrap().seconds > 1_600_000_000);
+    let status = client
+        .get_revision_metadata(RepoServerRevisionMetadataRequest {
+            repo: repo_of(&url),
+            revision: "main".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("must be resolved"));
+
+    let files = |pattern: &str, new_globbing: bool| GitFilesRequest {
+        repo: repo_of(&url),
+        revision: "main".into(),
+        path: pattern.to_string(),
+        new_git_file_globbing_enabled: new_globbing,
+        ..Default::default()
+    };
+    let found = client
+        .get_git_files(files("clusters/*/config.json", false))
+        .await
+        .unwrap()
+        .into_inner()
+        .map;
+    assert_eq!(found.len(), 2);
+    assert_eq!(found["clusters/prod/config.json"], b"{\"env\":\"prod\"}");
+    let found = client
+        .get_git_files(files("**/values.yaml", true))
+        .await
+        .unwrap()
+        .into_inner()
+        .map;
+    assert_eq!(found.keys().collect::<Vec<_>>(), ["apps/web/values.yaml"]);
+
+    let directories = client
+        .get_git_directories(GitDirectoriesRequest {
+            repo: repo_of(&url),
+            revision: "main".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .paths;
+    let mut sorted = directories.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "apps",
+            "apps/api",
+            "apps/both",
+            "apps/web",
+            "clusters",
+            "clusters/dev",
+            "clusters/prod"
+        ]
+    );
+
+    // Signature checks are not built: refused, not answered unverified.
+    let status = client
+        .get_git_directories(GitDirectoriesRequest {
+            repo: repo_of(&url),
+            revision: "main".into(),
+            verify_commit: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+}
+
+fn repo_of(url: &str) -> Option<manifold::grpc::proto::v1alpha1::Repository> {
+    repo(url)
 }

@@ -63,6 +63,14 @@ pub fn git_files(
     )
 }
 
+/// `ListApps`' answer for a commit (before filtering by source type).
+pub fn app_list(repo_normalized: &str, commit_sha: &str) -> String {
+    format!(
+        "applist|v1|{}",
+        digest(&[repo_normalized.as_bytes(), commit_sha.as_bytes()])
+    )
+}
+
 /// `GetGitDirectories`' answer for a commit.
 pub fn git_directories(repo_normalized: &str, commit_sha: &str, include_hidden: bool) -> String {
     format!(

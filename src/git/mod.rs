@@ -10,6 +10,7 @@
 //! This module must not render anything and must not know about protobuf.
 
 pub mod github_app;
+pub mod inspect;
 mod remote;
 mod store;
 pub mod tree;

@@ -387,3 +387,34 @@ pub fn update_revision_request(
         uses_ref_sources,
     })
 }
+
+/// Revision metadata as Argo CD's message.
+pub fn revision_metadata(
+    metadata: crate::git::inspect::RevisionMetadata,
+) -> super::proto::v1alpha1::RevisionMetadata {
+    use super::proto::v1alpha1::{CommitMetadata, RevisionMetadata, RevisionReference};
+    RevisionMetadata {
+        author: metadata.author,
+        date: Some(super::proto::k8s::Time {
+            seconds: metadata.date_seconds,
+            nanos: 0,
+        }),
+        tags: metadata.tags,
+        message: metadata.message,
+        references: metadata
+            .references
+            .into_iter()
+            .map(|reference| RevisionReference {
+                commit: reference.commit.map(|commit| CommitMetadata {
+                    author: commit.author,
+                    date: commit.date,
+                    subject: commit.subject,
+                    body: commit.body,
+                    sha: commit.sha,
+                    repo_url: commit.repo_url,
+                }),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

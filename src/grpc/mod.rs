@@ -52,6 +52,27 @@ impl RepoServer {
     }
 }
 
+/// Git-only RPCs on a Helm or OCI repository.
+fn only_git(repo_type: crate::pipeline::RepoType, method: &str) -> Result<(), Status> {
+    if repo_type == crate::pipeline::RepoType::Git {
+        return Ok(());
+    }
+    Err(Status::unimplemented(format!(
+        "{method} for Helm and OCI repositories is not implemented yet"
+    )))
+}
+
+/// GPG verification (a project's signature keys, source integrity
+/// policies) is not built: refuse rather than answer unverified.
+fn refuse_signature_checks(check: bool, policy: bool) -> Result<(), Status> {
+    if check || policy {
+        return Err(Status::unimplemented(
+            "GPG signature verification (signature keys / source integrity) is not implemented yet",
+        ));
+    }
+    Ok(())
+}
+
 fn not_implemented(method: &str) -> Status {
     Status::unimplemented(format!("{method} is not implemented yet"))
 }
@@ -203,11 +224,22 @@ impl RepoServerService for RepoServer {
         Err(not_implemented("ListOCITags"))
     }
 
+    #[tracing::instrument(name = "ListApps", skip_all)]
     async fn list_apps(
         &self,
-        _request: Request<ListAppsRequest>,
+        request: Request<ListAppsRequest>,
     ) -> Result<Response<AppList>, Status> {
-        Err(not_implemented("ListApps"))
+        let request = request.into_inner();
+        let (repo_url, repo_type) = convert::repository(request.repo.as_ref())?;
+        only_git(repo_type, "ListApps")?;
+        let apps = self
+            .pipeline
+            .list_apps(&repo_url, &request.revision, &request.enabled_source_types)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(AppList {
+            apps: apps.into_iter().collect(),
+        }))
     }
 
     async fn list_plugins(&self, _request: Request<()>) -> Result<Response<PluginList>, Status> {
@@ -221,11 +253,21 @@ impl RepoServerService for RepoServer {
         Err(not_implemented("GetAppDetails"))
     }
 
+    #[tracing::instrument(name = "GetRevisionMetadata", skip_all)]
     async fn get_revision_metadata(
         &self,
-        _request: Request<RepoServerRevisionMetadataRequest>,
+        request: Request<RepoServerRevisionMetadataRequest>,
     ) -> Result<Response<v1alpha1::RevisionMetadata>, Status> {
-        Err(not_implemented("GetRevisionMetadata"))
+        let request = request.into_inner();
+        let (repo_url, repo_type) = convert::repository(request.repo.as_ref())?;
+        only_git(repo_type, "GetRevisionMetadata")?;
+        refuse_signature_checks(request.check_signature, request.source_integrity.is_some())?;
+        let metadata = self
+            .pipeline
+            .revision_metadata(&repo_url, &request.revision)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(convert::revision_metadata(metadata)))
     }
 
     async fn get_oci_metadata(
@@ -249,18 +291,54 @@ impl RepoServerService for RepoServer {
         Err(not_implemented("GetHelmCharts"))
     }
 
+    #[tracing::instrument(name = "GetGitFiles", skip_all)]
     async fn get_git_files(
         &self,
-        _request: Request<GitFilesRequest>,
+        request: Request<GitFilesRequest>,
     ) -> Result<Response<GitFilesResponse>, Status> {
-        Err(not_implemented("GetGitFiles"))
+        let request = request.into_inner();
+        let (repo_url, repo_type) = convert::repository(request.repo.as_ref())?;
+        only_git(repo_type, "GetGitFiles")?;
+        refuse_signature_checks(request.verify_commit, request.source_integrity.is_some())?;
+        let files = self
+            .pipeline
+            .git_files(
+                crate::pipeline::Commit {
+                    repo_url: &repo_url,
+                    revision: &request.revision,
+                    fresh: request.no_revision_cache,
+                    submodules: request.submodule_enabled,
+                },
+                &request.path,
+                request.new_git_file_globbing_enabled,
+            )
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(GitFilesResponse {
+            map: files.into_iter().collect(),
+        }))
     }
 
+    #[tracing::instrument(name = "GetGitDirectories", skip_all)]
     async fn get_git_directories(
         &self,
-        _request: Request<GitDirectoriesRequest>,
+        request: Request<GitDirectoriesRequest>,
     ) -> Result<Response<GitDirectoriesResponse>, Status> {
-        Err(not_implemented("GetGitDirectories"))
+        let request = request.into_inner();
+        let (repo_url, repo_type) = convert::repository(request.repo.as_ref())?;
+        only_git(repo_type, "GetGitDirectories")?;
+        refuse_signature_checks(request.verify_commit, request.source_integrity.is_some())?;
+        let paths = self
+            .pipeline
+            .git_directories(crate::pipeline::Commit {
+                repo_url: &repo_url,
+                revision: &request.revision,
+                fresh: request.no_revision_cache,
+                submodules: request.submodule_enabled,
+            })
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(GitDirectoriesResponse { paths }))
     }
 
     #[tracing::instrument(name = "UpdateRevisionForPaths", skip_all, fields(app = %request.get_ref().app_name))]

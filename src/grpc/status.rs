@@ -80,11 +80,11 @@ fn pipeline_code(err: &pipeline::Error) -> Code {
             | source::tarball::Error::Output(_),
         ) => Code::Internal,
         pipeline::Error::Upload(_) => Code::InvalidArgument,
-        // pipeline::Error::Inspect(err) => match err {
-        //     crate::git::inspect::Error::CommitNotFound(_) => Code::NotFound,
-        //     crate::git::inspect::Error::Pattern { .. } => Code::InvalidArgument,
-        //     _ => Code::Internal,
-        // },
+        pipeline::Error::Inspect(err) => match err {
+            crate::git::inspect::Error::CommitNotFound(_) => Code::NotFound,
+            crate::git::inspect::Error::Pattern { .. } => Code::InvalidArgument,
+            crate::git::inspect::Error::Git(_) => Code::Internal,
+        },
         pipeline::Error::Internal { .. } => Code::Internal,
         pipeline::Error::Shared(err) => pipeline_code(err),
         // Generation is paused for this app after repeated failures.

@@ -22,11 +22,11 @@ use crate::render::spec::SourceSpec;
 use crate::render::{self, directory, jsonnet, manifest, SourceType};
 use crate::source;
 
-// mod queries; (waits for git::inspect)
+mod queries;
 mod recent;
 mod revisions;
 
-// pub use queries::Commit;
+pub use queries::Commit;
 
 pub use recent::{PushEvent, PushOutcome};
 pub use revisions::{UpdateRevisionRequest, UpdateRevisionResult};
@@ -53,9 +53,9 @@ pub enum Error {
     /// An uploaded archive was refused.
     #[error(transparent)]
     Upload(source::tarball::Error),
-    // /// Reading a commit in process failed.
-    // #[error(transparent)]
-    // Inspect(crate::git::inspect::Error),
+    /// Reading a commit in process failed.
+    #[error(transparent)]
+    Inspect(crate::git::inspect::Error),
     /// Generation of this app is paused after repeated failures
     /// (`ARGOCD_PAUSE_GEN_*`); the last failure's message.
     #[error("Manifest generation error (cached): {message}")]

@@ -56,6 +56,52 @@ impl Pipeline {
         Ok((store, sha))
     }
 
+    /// Argo CD's `ListApps`: every directory of the commit that is an app
+    /// of a type detected by its files (`*Chart.yaml`: Helm, a
+    /// kustomization file: Kustomize, the latter winning), without the
+    /// disabled types. Cached per commit; the revision is always resolved
+    /// against the remote, as in Argo CD.
+    pub async fn list_apps(
+        &self,
+        repo_url: &RepoUrl,
+        revision: &str,
+        enabled_source_types: &std::collections::HashMap<String, bool>,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let commit = Commit {
+            repo_url,
+            revision,
+            fresh: true,
+            submodules: false,
+        };
+        let (store, sha) = self.local_commit(&commit).await?;
+        let key = crate::cache::key::app_list(&repo_url.normalized(), &sha);
+        let ttl = self.cache.config.repo_cache_expiration;
+        let cached = self
+            .cache
+            .get("applist", &key, ttl)
+            .await
+            .and_then(|bytes| serde_json::from_slice::<BTreeMap<String, String>>(&bytes).ok());
+        let apps = match cached {
+            Some(apps) => apps,
+            None => {
+                let apps = tokio::task::spawn_blocking(move || {
+                    let tree = store.commit_tree(&sha).map_err(|err| Error::Internal {
+                        message: format!("cannot read commit {sha}: {}", err.message()),
+                    })?;
+                    Ok::<_, Error>(discover(&tree))
+                })
+                .await
+                .map_err(join_error)??;
+                if let Ok(bytes) = serde_json::to_vec(&apps) {
+                    self.cache.set(&key, &bytes, ttl).await;
+                }
+                apps
+            }
+        };
+        let enabled = |kind: &str| enabled_source_types.get(kind).copied().unwrap_or(true);
+        Ok(apps.into_iter().filter(|(_, kind)| enabled(kind)).collect())
+    }
+
     /// Argo CD's `GetRevisionMetadata`: `revision` must be a commit SHA
     /// (full or abbreviated).
     pub async fn revision_metadata(
@@ -113,7 +159,13 @@ impl Pipeline {
         }
         let (path, pattern_owned) = (store.path().to_path_buf(), pattern.to_string());
         let files = tokio::task::spawn_blocking(move || {
-            inspect::git_files(&path, &sha, &pattern_owned, new_globbing, MAX_GIT_FILES_BYTES)
+            inspect::git_files(
+                &path,
+                &sha,
+                &pattern_owned,
+                new_globbing,
+                MAX_GIT_FILES_BYTES,
+            )
         })
         .await
         .map_err(join_error)?
@@ -127,11 +179,8 @@ impl Pipeline {
     pub async fn git_directories(&self, commit: Commit<'_>) -> Result<Vec<String>, Error> {
         let (store, sha) = self.local_commit(&commit).await?;
         let include_hidden = self.renderer.config.include_hidden_directories;
-        let key = crate::cache::key::git_directories(
-            &commit.repo_url.normalized(),
-            &sha,
-            include_hidden,
-        );
+        let key =
+            crate::cache::key::git_directories(&commit.repo_url.normalized(), &sha, include_hidden);
         let ttl = self.cache.config.repo_cache_expiration;
         if let Some(directories) = self
             .cache
@@ -153,6 +202,30 @@ impl Pipeline {
         }
         Ok(directories)
     }
+}
+
+/// App directories of a tree by the files in them, as Argo CD's
+/// discovery walks a checkout (symlinked directories are not entered).
+fn discover(tree: &crate::git::tree::CommitTree) -> BTreeMap<String, String> {
+    use crate::git::tree::Entry;
+    let mut apps = BTreeMap::new();
+    tree.walk("", &mut |path, entry| {
+        if matches!(entry, Entry::Directory { .. } | Entry::Submodule { .. }) {
+            return true;
+        }
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((dir, name)) => (dir, name),
+            None => (".", path),
+        };
+        if name.ends_with("Chart.yaml") {
+            apps.insert(dir.to_string(), "Helm".to_string());
+        }
+        if crate::render::kustomize::KUSTOMIZATION_NAMES.contains(&name) {
+            apps.insert(dir.to_string(), "Kustomize".to_string());
+        }
+        true
+    });
+    apps
 }
 
 /// Files as bytes: per file, the path's length and the path, the
