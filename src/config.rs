@@ -300,6 +300,14 @@ pub struct ServeArgs {
         default_value = "1G"
     )]
     pub streamed_manifest_max_extracted_size: String,
+    /// Where plugin sidecars create their sockets.
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_PLUGINSOCKFILEPATH",
+        default_value = "/home/argocd/cmp-server/plugins"
+    )]
+    pub plugin_sock_file_path: PathBuf,
     /// `GetGitDirectories` also lists directories whose name starts with `.`.
     #[arg(long, env = "ARGOCD_REPO_SERVER_INCLUDE_HIDDEN_DIRECTORIES")]
     pub include_hidden_directories: bool,
@@ -749,6 +757,7 @@ impl ServeArgs {
             render: render::Config {
                 helm: self.helm_path.clone(),
                 kustomize: self.kustomize_path.clone(),
+                plugin_sockets: self.plugin_sock_file_path.clone(),
             },
         })
     }

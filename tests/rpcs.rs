@@ -137,7 +137,6 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
     let server = start_plaintext().await;
     let mut client = client(&server).await;
     let codes = [
-        client.list_plugins(()).await.map(|_| ()).unwrap_err(),
         client
             .list_oci_tags(ListRefsRequest::default())
             .await
@@ -340,4 +339,28 @@ async fn git_queries_answer_from_the_commit() {
 
 fn repo_of(url: &str) -> Option<manifold::grpc::proto::v1alpha1::Repository> {
     repo(url)
+}
+
+#[tokio::test]
+async fn list_plugins_names_the_sidecar_sockets() {
+    let sockets = tempfile::tempdir().unwrap();
+    let _a = std::os::unix::net::UnixListener::bind(sockets.path().join("envsubst.sock")).unwrap();
+    let _b =
+        std::os::unix::net::UnixListener::bind(sockets.path().join("helm-kustomize-v1.0.sock"))
+            .unwrap();
+    std::fs::write(sockets.path().join("not-a-socket.sock"), "").unwrap();
+    let mut config = test_config(manifold::server::Tls::Disabled);
+    config.render.plugin_sockets = sockets.path().to_path_buf();
+    let server = manifold::server::start(config).await.unwrap();
+    let mut client = client(&server).await;
+    let names: Vec<String> = client
+        .list_plugins(())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["envsubst", "helm-kustomize-v1.0"]);
 }

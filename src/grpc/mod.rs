@@ -242,8 +242,16 @@ impl RepoServerService for RepoServer {
         }))
     }
 
+    #[tracing::instrument(name = "ListPlugins", skip_all)]
     async fn list_plugins(&self, _request: Request<()>) -> Result<Response<PluginList>, Status> {
-        Err(not_implemented("ListPlugins"))
+        let names = self
+            .pipeline
+            .plugin_names()
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(PluginList {
+            items: names.into_iter().map(|name| PluginInfo { name }).collect(),
+        }))
     }
 
     async fn get_app_details(

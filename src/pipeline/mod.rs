@@ -910,6 +910,17 @@ impl Pipeline {
         result.map(|result| (result, served))
     }
 
+    /// The config management plugins whose sidecars are listening.
+    pub async fn plugin_names(&self) -> Result<Vec<String>, Error> {
+        let dir = self.renderer.tools.plugin_sockets().to_path_buf();
+        tokio::task::spawn_blocking(move || render::plugin_names(&dir))
+            .await
+            .map_err(join_error)?
+            .map_err(|err| Error::Internal {
+                message: format!("cannot list plugin sockets: {err}"),
+            })
+    }
+
     /// A place to receive an upload for [`Self::generate_from_upload`].
     pub fn new_upload(&self) -> Result<source::tarball::Upload, Error> {
         source::tarball::Upload::new(

@@ -28,6 +28,9 @@ pub struct Config {
     pub helm: PathBuf,
     /// The kustomize binary used when a source names no version.
     pub kustomize: PathBuf,
+    /// Where config management plugin sidecars put their sockets
+    /// (`ARGOCD_PLUGINSOCKFILEPATH`).
+    pub plugin_sockets: PathBuf,
 }
 
 impl Default for Config {
@@ -35,8 +38,30 @@ impl Default for Config {
         Config {
             helm: PathBuf::from("helm"),
             kustomize: PathBuf::from("kustomize"),
+            plugin_sockets: PathBuf::from("/home/argocd/cmp-server/plugins"),
         }
     }
+}
+
+/// The names of the plugins whose sidecars listen in `dir` (a socket
+/// `<name>.sock` each), sorted; none when the directory does not exist.
+pub fn plugin_names(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+    use std::os::unix::fs::FileTypeExt;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_socket() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            names.push(name.strip_suffix(".sock").unwrap_or(&name).to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Runs helm and kustomize for renders: the supervisor, the tool paths,
@@ -55,6 +80,11 @@ pub struct Tools {
 }
 
 impl Tools {
+    /// Where plugin sidecars listen.
+    pub fn plugin_sockets(&self) -> &std::path::Path {
+        &self.config.plugin_sockets
+    }
+
     pub fn new(
         supervisor: exec::Supervisor,
         config: Config,
