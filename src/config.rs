@@ -286,6 +286,20 @@ pub struct ServeArgs {
     pub webhook_azuredevops_username: Option<Secret>,
     #[arg(long, env = "MANIFOLD_WEBHOOK_AZUREDEVOPS_PASSWORD")]
     pub webhook_azuredevops_password: Option<Secret>,
+    /// Largest Helm repository `index.yaml` read.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_HELM_MANIFEST_MAX_INDEX_SIZE",
+        default_value = "1G"
+    )]
+    pub helm_registry_max_index_size: String,
+    /// Most bytes a Helm chart archive may extract to.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_HELM_MANIFEST_MAX_EXTRACTED_SIZE",
+        default_value = "1G"
+    )]
+    pub helm_manifest_max_extracted_size: String,
     /// Largest `.tar.gz` accepted by `GenerateManifestWithFiles`.
     #[arg(
         long,
@@ -692,8 +706,17 @@ impl ServeArgs {
                 ),
             },
         };
+        let charts = crate::charts::Config {
+            max_index_bytes: parse_quantity(&self.helm_registry_max_index_size)
+                .map_err(|m| invalid("--helm-registry-max-index-size", m))?,
+            max_extracted_bytes: parse_quantity(&self.helm_manifest_max_extracted_size)
+                .map_err(|m| invalid("--helm-manifest-max-extracted-size", m))?,
+            tls_data_path: self.tls_data_path.clone(),
+            ..Default::default()
+        };
         Ok(server::Config {
             webhook,
+            charts,
             grpc_addr: socket_addr("--address", &self.address, self.port)?,
             http_addr: socket_addr(
                 "--metrics-address",

@@ -17,6 +17,7 @@
 //! - [`config`]: flags and environment, parsed and validated once.
 
 pub mod cache;
+pub mod charts;
 pub mod config;
 pub mod domain;
 pub mod exec;
@@ -26,6 +27,7 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod render;
+pub mod semver;
 pub mod server;
 pub mod source;
 pub mod webhook;

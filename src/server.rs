@@ -48,6 +48,7 @@ pub struct Config {
     pub pipeline: pipeline::Config,
     pub cache: cache::Config,
     pub webhook: crate::webhook::Config,
+    pub charts: crate::charts::Config,
     /// How long a stop waits for in-flight requests and open connections
     /// before closing them anyway.
     pub shutdown_grace: Duration,
@@ -239,6 +240,15 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             message: err.to_string(),
         })?,
     );
+    let charts_dir = work_dir.path().join("charts");
+    std::fs::create_dir(&charts_dir).map_err(|source| Error::WorkDir {
+        dir: charts_dir.clone(),
+        source,
+    })?;
+    let charts = Arc::new(crate::charts::Charts::new(
+        config.charts.clone(),
+        charts_dir,
+    ));
     let pipeline = Arc::new(Pipeline::new(
         stores,
         snapshots,
@@ -246,6 +256,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         config.pipeline.clone(),
         metrics.render.clone(),
         cache.clone(),
+        charts,
     ));
     let (webhooks, webhook_worker) = crate::webhook::start(
         config.webhook.clone(),

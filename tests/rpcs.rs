@@ -143,22 +143,12 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
             .map(|_| ())
             .unwrap_err(),
         client
-            .get_app_details(RepoServerAppDetailsQuery::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-        client
             .get_revision_chart_details(RepoServerRevisionChartDetailsRequest::default())
             .await
             .map(|_| ())
             .unwrap_err(),
         client
             .get_oci_metadata(RepoServerRevisionChartDetailsRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-        client
-            .get_helm_charts(HelmChartsRequest::default())
             .await
             .map(|_| ())
             .unwrap_err(),
@@ -363,4 +353,99 @@ async fn list_plugins_names_the_sidecar_sockets() {
         .map(|p| p.name)
         .collect();
     assert_eq!(names, ["envsubst", "helm-kustomize-v1.0"]);
+}
+
+#[tokio::test]
+async fn app_details_describe_helm_kustomize_and_directory_apps() {
+    use manifold::grpc::proto::v1alpha1::{ApplicationSourceHelm, ApplicationSourceKustomize};
+    let repo = common::fixtures::sources_repo();
+    repo.write(
+        "plain/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\n",
+    );
+    repo.commit("plain app");
+    let url = repo.url();
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+    let query = |source: ApplicationSource| RepoServerAppDetailsQuery {
+        repo: repo_of(&url),
+        source: Some(ApplicationSource {
+            repo_url: url.clone(),
+            target_revision: "HEAD".into(),
+            ..source
+        }),
+        app_name: "demo".into(),
+        ..Default::default()
+    };
+
+    let helm = client
+        .get_app_details(query(ApplicationSource {
+            path: "helm/guestbook".into(),
+            helm: Some(ApplicationSourceHelm {
+                value_files: vec!["values-prod.yaml".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(helm.r#type, "Helm");
+    let spec = helm.helm.unwrap();
+    assert_eq!(spec.value_files, ["values-prod.yaml", "values.yaml"]);
+    assert!(spec.values.contains("replicaCount: 1"));
+    let parameters: std::collections::HashMap<String, String> = spec
+        .parameters
+        .into_iter()
+        .map(|p| (p.name, p.value))
+        .collect();
+    assert_eq!(
+        parameters["replicaCount"], "3",
+        "the selected value file wins"
+    );
+    assert_eq!(parameters["image.tag"], "0.1");
+    assert_eq!(
+        parameters["image.repository"],
+        "gcr.io/heptio-images/ks-guestbook-demo"
+    );
+    assert_eq!(parameters["service.port"], "80");
+
+    let kustomize = client
+        .get_app_details(query(ApplicationSource {
+            path: "kustomize/overlay".into(),
+            kustomize: Some(ApplicationSourceKustomize {
+                images: vec!["gcr.io/heptio-images/ks-guestbook-demo:0.2".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kustomize.r#type, "Kustomize");
+    assert_eq!(
+        kustomize.kustomize.unwrap().images,
+        ["gcr.io/heptio-images/ks-guestbook-demo:0.2"],
+        "the images after the app's overrides"
+    );
+
+    let directory = client
+        .get_app_details(query(ApplicationSource {
+            path: "plain".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(directory.r#type, "Directory");
+    assert!(directory.directory.is_some());
+
+    let status = client
+        .get_app_details(query(ApplicationSource {
+            path: "no/such/app".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }

@@ -63,6 +63,11 @@ pub fn git_files(
     )
 }
 
+/// A Helm repository's index (the revision cache of chart sources).
+pub fn helm_index(repo_normalized: &str) -> String {
+    format!("helm-index|v1|{}", digest(&[repo_normalized.as_bytes()]))
+}
+
 /// `ListApps`' answer for a commit (before filtering by source type).
 pub fn app_list(repo_normalized: &str, commit_sha: &str) -> String {
     format!(

@@ -297,6 +297,7 @@ pub fn manifest_request(request: ManifestRequest) -> Result<pipeline::ManifestRe
         no_cache: request.no_cache,
         no_revision_cache: request.no_revision_cache,
         manifest_generate_paths: request.annotation_manifest_generate_paths,
+        enable_oci: request.repo.as_ref().is_some_and(|repo| repo.enable_oci),
     })
 }
 

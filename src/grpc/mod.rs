@@ -254,11 +254,70 @@ impl RepoServerService for RepoServer {
         }))
     }
 
+    #[tracing::instrument(name = "GetAppDetails", skip_all, fields(app = %request.get_ref().app_name))]
     async fn get_app_details(
         &self,
-        _request: Request<RepoServerAppDetailsQuery>,
+        request: Request<RepoServerAppDetailsQuery>,
     ) -> Result<Response<RepoAppDetailsResponse>, Status> {
-        Err(not_implemented("GetAppDetails"))
+        use crate::pipeline::AppDetails;
+        let query = request.into_inner();
+        let source = query.source.clone();
+        let request = convert::manifest_request(ManifestRequest {
+            repo: query.repo,
+            revision: source
+                .as_ref()
+                .map(|s| s.target_revision.clone())
+                .unwrap_or_default(),
+            app_name: query.app_name,
+            application_source: source,
+            kustomize_options: query.kustomize_options,
+            enabled_source_types: query.enabled_source_types,
+            helm_options: query.helm_options,
+            no_cache: query.no_cache,
+            no_revision_cache: query.no_revision_cache,
+            tracking_method: query.tracking_method,
+            ..Default::default()
+        })?;
+        let (source_type, details) = self
+            .pipeline
+            .app_details(request)
+            .await
+            .map_err(|err| self.status(err))?;
+        let mut response = RepoAppDetailsResponse {
+            r#type: source_type.as_str().to_string(),
+            ..Default::default()
+        };
+        match details {
+            AppDetails::Directory => response.directory = Some(DirectoryAppSpec {}),
+            AppDetails::Kustomize { images } => {
+                response.kustomize = Some(KustomizeAppSpec { images })
+            }
+            AppDetails::Helm {
+                value_files,
+                values,
+                parameters,
+                file_parameters,
+            } => {
+                response.helm = Some(HelmAppSpec {
+                    value_files,
+                    values,
+                    parameters: parameters
+                        .into_iter()
+                        .map(|(name, value)| v1alpha1::HelmParameter {
+                            name,
+                            value,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    file_parameters: file_parameters
+                        .into_iter()
+                        .map(|(name, path)| v1alpha1::HelmFileParameter { name, path })
+                        .collect(),
+                    ..Default::default()
+                })
+            }
+        }
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(name = "GetRevisionMetadata", skip_all)]
@@ -292,11 +351,34 @@ impl RepoServerService for RepoServer {
         Err(not_implemented("GetRevisionChartDetails"))
     }
 
+    #[tracing::instrument(name = "GetHelmCharts", skip_all)]
     async fn get_helm_charts(
         &self,
-        _request: Request<HelmChartsRequest>,
+        request: Request<HelmChartsRequest>,
     ) -> Result<Response<HelmChartsResponse>, Status> {
-        Err(not_implemented("GetHelmCharts"))
+        let (repo_url, _) = convert::repository(request.get_ref().repo.as_ref())?;
+        if repo_url.as_str().starts_with("oci://")
+            || request
+                .get_ref()
+                .repo
+                .as_ref()
+                .is_some_and(|r| r.enable_oci)
+        {
+            return Err(Status::unimplemented(
+                "GetHelmCharts for OCI repositories is not implemented yet",
+            ));
+        }
+        let charts = self
+            .pipeline
+            .helm_charts(&repo_url)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(HelmChartsResponse {
+            items: charts
+                .into_iter()
+                .map(|(name, versions)| HelmChart { name, versions })
+                .collect(),
+        }))
     }
 
     #[tracing::instrument(name = "GetGitFiles", skip_all)]

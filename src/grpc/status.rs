@@ -80,6 +80,20 @@ fn pipeline_code(err: &pipeline::Error) -> Code {
             | source::tarball::Error::Output(_),
         ) => Code::Internal,
         pipeline::Error::Upload(_) => Code::InvalidArgument,
+        pipeline::Error::Charts(err) => match err {
+            crate::charts::Error::ChartNotFound { .. } | crate::charts::Error::NoVersion { .. } => {
+                Code::NotFound
+            }
+            crate::charts::Error::Constraint { .. } => Code::InvalidArgument,
+            crate::charts::Error::Unauthorized { .. } => Code::Unauthenticated,
+            crate::charts::Error::Archive { source, .. } if source.is_limit() => {
+                Code::ResourceExhausted
+            }
+            crate::charts::Error::Archive { .. } => Code::FailedPrecondition,
+            crate::charts::Error::Index { .. }
+            | crate::charts::Error::Download { .. }
+            | crate::charts::Error::Local { .. } => Code::Internal,
+        },
         pipeline::Error::Inspect(err) => match err {
             crate::git::inspect::Error::CommitNotFound(_) => Code::NotFound,
             crate::git::inspect::Error::Pattern { .. } => Code::InvalidArgument,

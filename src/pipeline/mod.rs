@@ -22,10 +22,13 @@ use crate::render::spec::SourceSpec;
 use crate::render::{self, directory, jsonnet, manifest, SourceType};
 use crate::source;
 
+mod charts;
+mod details;
 mod queries;
 mod recent;
 mod revisions;
 
+pub use details::AppDetails;
 pub use queries::Commit;
 
 pub use recent::{PushEvent, PushOutcome};
@@ -53,6 +56,9 @@ pub enum Error {
     /// An uploaded archive was refused.
     #[error(transparent)]
     Upload(source::tarball::Error),
+    /// A Helm repository failed.
+    #[error(transparent)]
+    Charts(crate::charts::Error),
     /// Reading a commit in process failed.
     #[error(transparent)]
     Inspect(crate::git::inspect::Error),
@@ -223,6 +229,8 @@ pub struct ManifestRequest {
     pub manifest_generate_paths: String,
     /// Skip the ref-listing cache lookup (the listing is still stored).
     pub no_revision_cache: bool,
+    /// The repository is a Helm repository served over OCI.
+    pub enable_oci: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -424,6 +432,8 @@ fn unix_now() -> u64 {
 
 pub struct Pipeline {
     stores: Arc<git::Stores>,
+    /// Helm repositories.
+    charts: Arc<crate::charts::Charts>,
     renderer: Arc<Renderer>,
     cache: Arc<cache::Cache>,
     /// Renders in progress, shared by identical concurrent requests.
@@ -583,6 +593,7 @@ impl Pipeline {
         config: Config,
         metrics: RenderMetrics,
         cache: Arc<cache::Cache>,
+        charts: Arc<crate::charts::Charts>,
     ) -> Self {
         // Beyond what a semaphore can count is as good as unlimited.
         let permits = config
@@ -590,6 +601,7 @@ impl Pipeline {
             .filter(|limit| *limit <= Semaphore::MAX_PERMITS)
             .map(|limit| Arc::new(Semaphore::new(limit)));
         Pipeline {
+            charts,
             stores: stores.clone(),
             renderer: Arc::new(Renderer {
                 stores,
@@ -750,8 +762,11 @@ impl Pipeline {
                 self.stores.list_refs(repo_url).await?;
                 Ok(())
             }
+            RepoType::Helm if !repo_url.as_str().starts_with("oci://") => {
+                self.test_chart_repository(repo_url).await
+            }
             RepoType::Helm | RepoType::Oci => Err(Error::NotImplemented {
-                what: "testing Helm and OCI repositories".to_string(),
+                what: "testing OCI repositories".to_string(),
             }),
         }
     }
@@ -787,10 +802,16 @@ impl Pipeline {
         &self,
         request: ManifestRequest,
     ) -> Result<(ManifestResult, Served), Error> {
-        if request.repo_type != RepoType::Git || !request.source.chart.is_empty() {
+        let oci = request.repo_type == RepoType::Oci
+            || request.repo_url.as_str().starts_with("oci://")
+            || request.enable_oci;
+        if oci {
             return Err(Error::NotImplemented {
-                what: "rendering Helm-repository and OCI sources".to_string(),
+                what: "rendering OCI sources and OCI Helm charts".to_string(),
             });
+        }
+        if request.repo_type == RepoType::Helm || !request.source.chart.is_empty() {
+            return self.generate_chart(request).await;
         }
         // A multi-source entry without path or chart (typically a `ref:`
         // source for `$ref` value files) renders nothing; the controller

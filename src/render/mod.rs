@@ -5,6 +5,7 @@
 //! Renderers read a snapshot directory; they never run git and never write
 //! into the snapshot.
 
+pub mod details;
 pub mod directory;
 pub mod env;
 pub mod helm;

@@ -44,6 +44,7 @@ pub fn test_config(tls: Tls) -> server::Config {
         },
         cache: manifold::cache::Config::default(),
         webhook: manifold::webhook::Config::default(),
+        charts: manifold::charts::Config::default(),
         shutdown_grace: Duration::from_secs(10),
     }
 }

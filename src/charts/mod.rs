@@ -1,0 +1,652 @@
+//! Helm chart repositories over HTTP(S): `index.yaml` and chart archives,
+//! fetched in process (no `helm pull`, so credentials never reach a command
+//! line), with the repository's credentials, CA, client certificate and
+//! `insecure` setting. Archives are kept on disk by URL and version and
+//! extracted per render with the safe extractor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::RepoUrl;
+
+/// Settings of chart repository access.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--helm-registry-max-index-size`: largest `index.yaml` read.
+    pub max_index_bytes: u64,
+    /// `--helm-manifest-max-extracted-size`: largest extracted chart.
+    pub max_extracted_bytes: u64,
+    /// `ARGOCD_TLS_DATA_PATH`: a CA bundle per host.
+    pub tls_data_path: PathBuf,
+    /// Deadline of one HTTP request.
+    pub timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_index_bytes: 1 << 30,
+            max_extracted_bytes: 1 << 30,
+            tls_data_path: "/app/config/tls".into(),
+            timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to get index from {repo_url}: {message}")]
+    Index { repo_url: String, message: String },
+    #[error("chart '{chart}' not found in index of {repo_url}")]
+    ChartNotFound { repo_url: String, chart: String },
+    #[error("no version of chart '{chart}' satisfies '{constraint}' in {repo_url}")]
+    NoVersion {
+        repo_url: String,
+        chart: String,
+        constraint: String,
+    },
+    #[error("invalid version constraint '{constraint}': {message}")]
+    Constraint { constraint: String, message: String },
+    #[error("failed to download chart '{chart}' version {version} from {repo_url}: {message}")]
+    Download {
+        repo_url: String,
+        chart: String,
+        version: String,
+        message: String,
+    },
+    #[error("{repo_url}: authentication failed ({status})")]
+    Unauthorized { repo_url: String, status: u16 },
+    #[error("chart archive of '{chart}' version {version}: {source}")]
+    Archive {
+        chart: String,
+        version: String,
+        #[source]
+        source: crate::source::tarball::Error,
+    },
+    #[error("chart cache failed: {message}")]
+    Local { message: String },
+}
+
+/// One version of a chart in an index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartVersion {
+    pub version: String,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub digest: String,
+}
+
+/// A repository's `index.yaml`, reduced to what is used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    #[serde(default)]
+    pub entries: BTreeMap<String, Vec<ChartVersion>>,
+}
+
+impl Index {
+    /// The version of `chart` that `revision` names: itself when it is a
+    /// version (whether or not the index has it, as Argo CD), else the
+    /// highest satisfying the constraint (`""` and `*`: the highest).
+    pub fn resolve(
+        &self,
+        repo_url: &RepoUrl,
+        chart: &str,
+        revision: &str,
+    ) -> Result<String, Error> {
+        if semver::is_version(revision) {
+            return Ok(revision.to_string());
+        }
+        let versions = self
+            .entries
+            .get(chart)
+            .ok_or_else(|| Error::ChartNotFound {
+                repo_url: repo_url.redacted(),
+                chart: chart.to_string(),
+            })?;
+        let text = if revision.trim().is_empty() {
+            "*"
+        } else {
+            revision
+        };
+        let constraint = semver::Constraint::parse(text).map_err(|message| Error::Constraint {
+            constraint: revision.to_string(),
+            message,
+        })?;
+        semver::max_satisfying(&constraint, versions.iter().map(|v| v.version.as_str()))
+            .map(str::to_string)
+            .ok_or_else(|| Error::NoVersion {
+                repo_url: repo_url.redacted(),
+                chart: chart.to_string(),
+                constraint: revision.to_string(),
+            })
+    }
+}
+
+/// Stand-in until `crate::semver` lands: exact versions and `*` only.
+mod semver {
+    fn triple(text: &str) -> Option<(u64, u64, u64)> {
+        let mut parts = text.trim_start_matches('v').split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some((major, minor, patch))
+    }
+    pub fn is_version(text: &str) -> bool {
+        triple(text).is_some()
+    }
+    pub struct Constraint;
+    impl Constraint {
+        pub fn parse(text: &str) -> Result<Constraint, String> {
+            (text.trim() == "*")
+                .then_some(Constraint)
+                .ok_or_else(|| "constraints are not supported yet".to_string())
+        }
+    }
+    pub fn max_satisfying<'a>(
+        _constraint: &Constraint,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        candidates
+            .into_iter()
+            .filter_map(|c| triple(c).map(|t| (t, c)))
+            .max()
+            .map(|(_, c)| c)
+    }
+}
+
+/// Chart repository access with a client per TLS setting and an archive
+/// cache on disk.
+pub struct Charts {
+    config: Config,
+    /// Downloaded archives, one file per (repository, chart, version).
+    cache_dir: PathBuf,
+    /// TLS settings (digest) -> client.
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// One download per archive at a time.
+    downloads: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Charts {
+    /// `cache_dir` must exist and be private.
+    pub fn new(config: Config, cache_dir: PathBuf) -> Charts {
+        Charts {
+            config,
+            cache_dir,
+            clients: Mutex::default(),
+            downloads: Mutex::default(),
+        }
+    }
+
+    /// The repository's index.
+    pub async fn index(&self, repo_url: &RepoUrl) -> Result<Index, Error> {
+        let failed = |message: String| Error::Index {
+            repo_url: repo_url.redacted(),
+            message,
+        };
+        let base = base_url(repo_url);
+        let url = format!("{}/index.yaml", base.trim_end_matches('/'));
+        let bytes = self
+            .get(repo_url, &url, self.config.max_index_bytes, true)
+            .await
+            .map_err(|err| match err {
+                Fetch::Unauthorized(status) => Error::Unauthorized {
+                    repo_url: repo_url.redacted(),
+                    status,
+                },
+                Fetch::Failed(message) => failed(message),
+            })?;
+        tokio::task::spawn_blocking(move || {
+            serde_saphyr::from_slice::<Index>(&bytes).map_err(|err| {
+                let mut message = err.to_string();
+                message.truncate(300);
+                format!("index.yaml does not parse: {message}")
+            })
+        })
+        .await
+        .map_err(|err| failed(err.to_string()))?
+        .map_err(failed)
+    }
+
+    /// A fresh directory holding `chart` at `version` extracted (the
+    /// chart itself is `<dir>/<chart name>`), under `parent`.
+    pub async fn extract(
+        &self,
+        repo_url: &RepoUrl,
+        index: &Index,
+        chart: &str,
+        version: &str,
+        destination: &Path,
+    ) -> Result<(), Error> {
+        let archive = self.archive(repo_url, index, chart, version).await?;
+        let limits = crate::source::tarball::Limits {
+            max_compressed: u64::MAX,
+            max_extracted: self.config.max_extracted_bytes,
+            ..Default::default()
+        };
+        let destination = destination.to_path_buf();
+        let extracted = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&archive)?;
+            Ok::<_, std::io::Error>(crate::source::tarball::extract(
+                std::io::BufReader::new(file),
+                &destination,
+                &limits,
+            ))
+        })
+        .await
+        .map_err(|err| Error::Local {
+            message: err.to_string(),
+        })?
+        .map_err(|err| Error::Local {
+            message: err.to_string(),
+        })?;
+        extracted.map(|_| ()).map_err(|source| Error::Archive {
+            chart: chart.to_string(),
+            version: version.to_string(),
+            source,
+        })
+    }
+
+    /// The archive of `chart` at `version`, downloaded once.
+    async fn archive(
+        &self,
+        repo_url: &RepoUrl,
+        index: &Index,
+        chart: &str,
+        version: &str,
+    ) -> Result<PathBuf, Error> {
+        let download_failed = |message: String| Error::Download {
+            repo_url: repo_url.redacted(),
+            chart: chart.to_string(),
+            version: version.to_string(),
+            message,
+        };
+        let entry = index
+            .entries
+            .get(chart)
+            .ok_or_else(|| Error::ChartNotFound {
+                repo_url: repo_url.redacted(),
+                chart: chart.to_string(),
+            })?
+            .iter()
+            .find(|v| v.version == version || v.version.trim_start_matches('v') == version)
+            .ok_or_else(|| download_failed("the index has no such version".to_string()))?;
+        let name = {
+            use sha2::{Digest, Sha256};
+            let mut hasher = Sha256::new();
+            for part in [
+                repo_url.normalized().as_str(),
+                chart,
+                version,
+                &entry.digest,
+            ] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
+            format!("{}.tgz", hex::encode(hasher.finalize()))
+        };
+        let path = self.cache_dir.join(name);
+        let lock = {
+            let mut downloads = self.downloads.lock().map_err(|_| Error::Local {
+                message: "download table poisoned".into(),
+            })?;
+            downloads.entry(path.clone()).or_default().clone()
+        };
+        let _held = lock.lock().await;
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(path);
+        }
+        let chart_url = entry
+            .urls
+            .first()
+            .ok_or_else(|| download_failed("the index lists no URL".to_string()))?;
+        let base = base_url(repo_url);
+        let (url, same_origin) = if chart_url.contains("://") {
+            let same = origin(chart_url) == origin(&base);
+            (chart_url.clone(), same)
+        } else {
+            (
+                format!(
+                    "{}/{}",
+                    base.trim_end_matches('/'),
+                    chart_url.trim_start_matches('/')
+                ),
+                true,
+            )
+        };
+        // Credentials go only to the repository's own host (Argo CD's
+        // default, without passCredentials).
+        let bytes = self
+            .get(repo_url, &url, self.config.max_extracted_bytes, same_origin)
+            .await
+            .map_err(|err| match err {
+                Fetch::Unauthorized(status) => Error::Unauthorized {
+                    repo_url: repo_url.redacted(),
+                    status,
+                },
+                Fetch::Failed(message) => download_failed(message),
+            })?;
+        if !entry.digest.is_empty() {
+            use sha2::{Digest, Sha256};
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if !actual.eq_ignore_ascii_case(&entry.digest) {
+                return Err(download_failed(format!(
+                    "digest mismatch: the index says {}, the archive is {actual}",
+                    entry.digest
+                )));
+            }
+        }
+        let partial = path.with_extension("partial");
+        let local = |err: std::io::Error| Error::Local {
+            message: err.to_string(),
+        };
+        tokio::fs::write(&partial, &bytes).await.map_err(local)?;
+        tokio::fs::rename(&partial, &path).await.map_err(local)?;
+        Ok(path)
+    }
+
+    /// GETs `url` (at most `limit` bytes), authenticating with the
+    /// repository's credentials when `credentials` is set.
+    async fn get(
+        &self,
+        repo_url: &RepoUrl,
+        url: &str,
+        limit: u64,
+        credentials: bool,
+    ) -> Result<Vec<u8>, Fetch> {
+        let client = self.client(repo_url).map_err(Fetch::Failed)?;
+        let (url, userinfo) = split_userinfo(url);
+        let mut request = client.get(&url);
+        if credentials {
+            let given = repo_url.credentials().cloned().unwrap_or_default();
+            let (username, password) = if !given.username.is_empty() || !given.password.is_empty() {
+                (given.username, given.password)
+            } else {
+                userinfo.unwrap_or_default()
+            };
+            if !username.is_empty() || !password.is_empty() {
+                request = request.basic_auth(username, Some(password));
+            }
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|err| Fetch::Failed(describe(&err)))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(Fetch::Unauthorized(status.as_u16()));
+        }
+        if !status.is_success() {
+            return Err(Fetch::Failed(format!("{} answered {status}", redact(&url))));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|err| Fetch::Failed(describe(&err)))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(Fetch::Failed(format!(
+                    "{} is larger than {limit} bytes",
+                    redact(&url)
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// The client for the repository's TLS settings.
+    fn client(&self, repo_url: &RepoUrl) -> Result<reqwest::Client, String> {
+        let credentials = repo_url.credentials().cloned().unwrap_or_default();
+        let ca = host(repo_url.as_str())
+            .map(|host| self.config.tls_data_path.join(host))
+            .filter(|path| path.is_file());
+        let key = format!(
+            "{}|{:?}|{}",
+            credentials.insecure,
+            ca,
+            repo_url.access_digest()
+        );
+        if let Some(client) = self.clients.lock().map_err(|e| e.to_string())?.get(&key) {
+            return Ok(client.clone());
+        }
+        let tls = tls_config(
+            credentials.insecure,
+            ca.as_deref(),
+            (!credentials.tls_client_cert.is_empty())
+                .then_some((&credentials.tls_client_cert, &credentials.tls_client_key)),
+        )?;
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(self.config.timeout)
+            .user_agent("manifold");
+        if !credentials.proxy.is_empty() {
+            let mut proxy = reqwest::Proxy::all(&credentials.proxy).map_err(|e| describe(&e))?;
+            if !credentials.no_proxy.is_empty() {
+                proxy = proxy.no_proxy(reqwest::NoProxy::from_string(&credentials.no_proxy));
+            }
+            builder = builder.proxy(proxy);
+        }
+        let client = builder.build().map_err(|e| describe(&e))?;
+        self.clients
+            .lock()
+            .map_err(|e| e.to_string())?
+            .insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+enum Fetch {
+    Unauthorized(u16),
+    Failed(String),
+}
+
+/// The repository URL without userinfo.
+fn base_url(repo_url: &RepoUrl) -> String {
+    split_userinfo(repo_url.as_str()).0
+}
+
+/// `url` without userinfo, and the userinfo (decoded) when there was one.
+fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    match RepoUrl::parse(url).ok().and_then(|u| u.split_credentials()) {
+        Some(split) => (
+            split.url_without_userinfo,
+            Some((split.username, split.password)),
+        ),
+        None => (url.to_string(), None),
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> String {
+    let (url, _) = split_userinfo(url);
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!(
+            "{}://{}",
+            scheme.to_ascii_lowercase(),
+            rest.split('/').next().unwrap_or("").to_ascii_lowercase()
+        ),
+        None => url,
+    }
+}
+
+/// The host of a URL, without port.
+fn host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+fn redact(url: &str) -> String {
+    crate::domain::redact_url(url)
+}
+
+/// An HTTP error with its causes, without the URL's query or userinfo.
+fn describe(err: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = match err.url() {
+        Some(url) => format!("{} ({})", err, redact(url.as_str())),
+        None => err.to_string(),
+    };
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    redact(&text)
+}
+
+/// A rustls configuration: system roots (or the host's CA bundle), or no
+/// verification at all when insecure; a client certificate when given.
+fn tls_config(
+    insecure: bool,
+    ca: Option<&Path>,
+    identity: Option<(&String, &String)>,
+) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        let bundles: Vec<PathBuf> = match ca {
+            Some(ca) => vec![ca.to_path_buf()],
+            None => std::env::var_os("SSL_CERT_FILE")
+                .map(PathBuf::from)
+                .into_iter()
+                .chain(
+                    [
+                        "/etc/ssl/certs/ca-certificates.crt",
+                        "/etc/pki/tls/certs/ca-bundle.crt",
+                        "/etc/ssl/cert.pem",
+                    ]
+                    .map(PathBuf::from),
+                )
+                .collect(),
+        };
+        for bundle in bundles {
+            if let Ok(certs) = CertificateDer::pem_file_iter(&bundle) {
+                let (added, _) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
+                if added > 0 {
+                    break;
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    match identity {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .filter_map(Result::ok)
+                    .collect();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|_| "the TLS client key is not a valid PEM private key".to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("invalid TLS client certificate: {e}"))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// Accepts any server certificate (a repository marked `insecure`);
+/// signatures are still checked so the handshake is well-formed.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_and_compare() {
+        assert_eq!(
+            split_userinfo("https://u:p%40ss@charts.example.com/r"),
+            (
+                "https://charts.example.com/r".to_string(),
+                Some(("u".to_string(), "p@ss".to_string()))
+            )
+        );
+        assert_eq!(
+            origin("https://Charts.Example.com:8443/a/b"),
+            "https://charts.example.com:8443"
+        );
+        assert_eq!(
+            host("https://u@h.example:99/x").as_deref(),
+            Some("h.example")
+        );
+    }
+
+    #[test]
+    fn index_parses_what_is_used() {
+        let index: Index = serde_saphyr::from_str(
+            "apiVersion: v1\nentries:\n  web:\n  - version: 1.2.0\n    urls: [charts/web-1.2.0.tgz]\n    digest: abc\n    created: 2020-01-01T00:00:00Z\n  - version: 1.10.0\n    urls: [charts/web-1.10.0.tgz]\ngenerated: x\n",
+        )
+        .unwrap();
+        assert_eq!(index.entries["web"].len(), 2);
+        assert_eq!(index.entries["web"][0].digest, "abc");
+    }
+}

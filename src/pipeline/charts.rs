@@ -1,0 +1,136 @@
+//! Helm charts from Helm repositories (a source with `chart` and a
+//! repository of type `helm`): the index (cached for the revision-cache
+//! period), the version a `targetRevision` names (a version, or the
+//! highest satisfying a constraint), the archive (downloaded once), and a
+//! render of the extracted chart, cached by chart version.
+
+use std::sync::Arc;
+
+use super::{Error, ManifestRequest, ManifestResult, Pipeline, RenderInputs, Served};
+use crate::cache;
+use crate::charts::Index;
+use crate::domain::RepoUrl;
+
+impl Pipeline {
+    /// The repository's index: from the cache unless `fresh`.
+    pub(super) async fn chart_index(
+        &self,
+        repo_url: &RepoUrl,
+        fresh: bool,
+    ) -> Result<Index, Error> {
+        let key = cache::key::helm_index(&repo_url.normalized());
+        let ttl = self.cache.config.revision_cache_expiration;
+        if !fresh {
+            if let Some(index) = self
+                .cache
+                .get("helm-index", &key, ttl)
+                .await
+                .and_then(|bytes| serde_json::from_slice::<Index>(&bytes).ok())
+            {
+                return Ok(index);
+            }
+        }
+        let index = self.charts.index(repo_url).await.map_err(Error::Charts)?;
+        if let Ok(bytes) = serde_json::to_vec(&index) {
+            self.cache.set(&key, &bytes, ttl).await;
+        }
+        Ok(index)
+    }
+
+    /// `GetHelmCharts`: every chart of the repository and its versions.
+    pub async fn helm_charts(
+        &self,
+        repo_url: &RepoUrl,
+    ) -> Result<Vec<(String, Vec<String>)>, Error> {
+        // As Argo CD: always the current index.
+        let index = self.chart_index(repo_url, true).await?;
+        Ok(index
+            .entries
+            .into_iter()
+            .map(|(name, versions)| (name, versions.into_iter().map(|v| v.version).collect()))
+            .collect())
+    }
+
+    /// The chart version `revision` names.
+    pub(super) async fn resolve_chart_version(
+        &self,
+        request: &ManifestRequest,
+        fresh: bool,
+    ) -> Result<(Index, String), Error> {
+        let index = self.chart_index(&request.repo_url, fresh).await?;
+        let version = index
+            .resolve(&request.repo_url, &request.source.chart, &request.revision)
+            .map_err(Error::Charts)?;
+        Ok((index, version))
+    }
+
+    /// `GenerateManifest` for a chart of a Helm repository.
+    pub(super) async fn generate_chart(
+        &self,
+        request: ManifestRequest,
+    ) -> Result<(ManifestResult, Served), Error> {
+        let fresh = request.no_cache || request.no_revision_cache;
+        let (index, version) = self.resolve_chart_version(&request, fresh).await?;
+        let tools = self.renderer.tools.fingerprint().await;
+        let encoded = cache::key::encode(&RenderInputs::of(&request, &tools));
+        let key = cache::key::render_encoded(&request.repo_url.normalized(), &version, &encoded);
+        if !request.no_cache {
+            if let Some(answer) = self.cached_manifest(&key).await {
+                return answer.map(|result| (result, Served::RequestKey));
+            }
+        }
+        let renderer = self.renderer.clone();
+        let charts = self.charts.clone();
+        let (flight_key, render_key) = (key.clone(), key.clone());
+        let flight = self.renders.join(flight_key, move || async move {
+            let result = async {
+                let _permit = renderer.permit().await?;
+                let dir = renderer.snapshots.new_upload_dir()?;
+                charts
+                    .extract(
+                        &request.repo_url,
+                        &index,
+                        &request.source.chart,
+                        &version,
+                        dir.path(),
+                    )
+                    .await
+                    .map_err(Error::Charts)?;
+                let snapshot = renderer.snapshots.adopt(dir, &version)?;
+                // The archive holds the chart in a directory named after
+                // its last path segment.
+                let mut request = request;
+                request.source.path = request
+                    .source
+                    .chart
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                renderer.render_uploaded(&request, snapshot, &version).await
+            }
+            .await;
+            renderer.store(&render_key, &result).await;
+            result.map_err(Arc::new)
+        });
+        let served = if flight.is_leader() {
+            Served::Rendered
+        } else {
+            Served::Joined
+        };
+        match flight.wait().await {
+            Ok(result) => result
+                .map(|result| (result, served))
+                .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(Error::Shared)),
+            Err(lost) => Err(Error::Internal {
+                message: lost.to_string(),
+            }),
+        }
+    }
+
+    /// `TestRepository` for a Helm repository: its index can be read.
+    pub(super) async fn test_chart_repository(&self, repo_url: &RepoUrl) -> Result<(), Error> {
+        self.charts.index(repo_url).await.map_err(Error::Charts)?;
+        Ok(())
+    }
+}

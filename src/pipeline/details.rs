@@ -1,0 +1,162 @@
+//! `GetAppDetails`: what the UI shows of an app before it is created —
+//! its source type and, for Helm, the value files, values and parameters;
+//! for Kustomize, the images of a build with the app's overrides.
+
+use std::path::Path;
+
+use super::{join_error, Error, ManifestRequest, Pipeline, Prepared};
+use crate::git::Resolved;
+use crate::render::{self, SourceType};
+
+/// An app's details by source type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppDetails {
+    Helm {
+        /// Value files found under the chart directory.
+        value_files: Vec<String>,
+        /// The chart's `values.yaml`.
+        values: String,
+        /// `values.yaml` and the selected value files, flattened, sorted.
+        parameters: Vec<(String, String)>,
+        file_parameters: Vec<(String, String)>,
+    },
+    Kustomize {
+        images: Vec<String>,
+    },
+    Directory,
+}
+
+impl Pipeline {
+    /// Argo CD's `GetAppDetails` for the source of `request` at its
+    /// target revision.
+    pub async fn app_details(
+        &self,
+        request: ManifestRequest,
+    ) -> Result<(SourceType, AppDetails), Error> {
+        if request.repo_type != super::RepoType::Git || !request.source.chart.is_empty() {
+            return Err(Error::NotImplemented {
+                what: "GetAppDetails for Helm-repository and OCI sources".to_string(),
+            });
+        }
+        let fresh = request.no_cache || request.no_revision_cache;
+        let sha = self
+            .resolve_revision(&request.repo_url, &request.revision, fresh)
+            .await?;
+        let (store, sha) = self
+            .stores
+            .ensure_commit(&request.repo_url, &Resolved::Commit(sha), &request.revision)
+            .await?;
+        let snapshot = self
+            .renderer
+            .snapshots
+            .get(&request.repo_url, &store, &sha, None)
+            .await?;
+        let app_dir = snapshot.app_dir(&request.source.path)?;
+        let mut source = request.source.clone();
+        let (dir, shared) = (app_dir.clone(), snapshot.clone());
+        let (app_name, enabled) = (
+            request.tracking.app_name.clone(),
+            request.enabled_source_types.clone(),
+        );
+        let (source, source_type) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            source.merge_override_files(&dir, shared.root(), &app_name)?;
+            let source_type = render::detect_source_type(&dir, &source.explicit_types(), &enabled)?;
+            Ok((source, source_type))
+        })
+        .await
+        .map_err(join_error)??;
+        let details = match source_type {
+            SourceType::Directory => AppDetails::Directory,
+            SourceType::Plugin => {
+                return Err(Error::NotImplemented {
+                    what: "GetAppDetails for config management plugin sources".to_string(),
+                })
+            }
+            SourceType::Helm => {
+                let (dir, root) = (app_dir.clone(), snapshot.root().to_path_buf());
+                let source = source.clone();
+                tokio::task::spawn_blocking(move || helm_details(&dir, &root, &source))
+                    .await
+                    .map_err(join_error)??
+            }
+            SourceType::Kustomize => {
+                let allow_concurrency = snapshot.allows_concurrency(&app_dir);
+                let result = self
+                    .renderer
+                    .render_prepared(
+                        &request,
+                        snapshot.clone(),
+                        Prepared {
+                            app_dir,
+                            source,
+                            source_type,
+                            allow_concurrency,
+                        },
+                        sha,
+                    )
+                    .await?;
+                let objects: Vec<serde_json::Value> = result
+                    .manifests
+                    .iter()
+                    .filter_map(|m| serde_json::from_str(m).ok())
+                    .collect();
+                AppDetails::Kustomize {
+                    images: render::details::kustomize_images(&objects),
+                }
+            }
+        };
+        Ok((source_type, details))
+    }
+}
+
+/// The Helm details of the chart at `app_dir` (in the tree at `root`).
+fn helm_details(
+    app_dir: &Path,
+    root: &Path,
+    source: &render::spec::SourceSpec,
+) -> Result<AppDetails, Error> {
+    let io = |err: std::io::Error| Error::Internal {
+        message: format!("cannot read the chart: {err}"),
+    };
+    let value_files = render::details::helm_value_files(app_dir).map_err(io)?;
+    // `values.yaml` only when it resolves inside the repository.
+    let inside = |path: &Path| -> Option<std::path::PathBuf> {
+        let resolved = path.canonicalize().ok()?;
+        (resolved.starts_with(root) && resolved.is_file()).then_some(resolved)
+    };
+    let values = inside(&app_dir.join("values.yaml"))
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    let mut documents = vec![values.clone()];
+    let helm = source.helm.clone().unwrap_or_default();
+    for file in &helm.value_files {
+        // Remote value files and other sources' files are not read here.
+        if file.contains("://") || file.starts_with('$') {
+            continue;
+        }
+        let path = match file.strip_prefix('/') {
+            Some(from_root) => root.join(from_root),
+            None => app_dir.join(file),
+        };
+        if let Some(content) = inside(&path).and_then(|p| std::fs::read_to_string(p).ok()) {
+            documents.push(content);
+        }
+    }
+    let parameters = render::details::flatten_helm_values(&documents)
+        .map_err(|err| render::Error::InvalidSpec {
+            message: format!("failed to parse values: {err}"),
+        })?
+        .into_iter()
+        .collect();
+    let file_parameters = helm
+        .file_parameters
+        .iter()
+        .map(|p| (p.name.clone(), p.path.clone()))
+        .collect();
+    Ok(AppDetails::Helm {
+        value_files,
+        values,
+        parameters,
+        file_parameters,
+    })
+}
