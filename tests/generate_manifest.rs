@@ -596,12 +596,22 @@ async fn what_is_not_built_yet_is_refused_not_rendered_wrongly() {
         .unwrap()
         .into_inner();
     assert_eq!(names(&response.manifests), ["s"]);
-    refused(
-        client
-            .generate_manifest(manifest_request(&url, "guestbook", "1.x"))
-            .await,
-        "semver",
-    );
+    // A semver constraint names the highest matching tag (v1.0.0).
+    let response = client
+        .generate_manifest(manifest_request(&url, "guestbook", "1.x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.revision, example.first);
+    let response = client
+        .generate_manifest(manifest_request(&url, "guestbook", ">=1.0.0 <2.0.0"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.revision, example.first);
+    let mut prefixed = manifest_request(&url, "guestbook", "1.x");
+    prefixed.application_source.as_mut().unwrap().tag_prefix = "app/".into();
+    refused(client.generate_manifest(prefixed).await, "tagPrefix");
     let mut lfs = manifest_request(&url, "guestbook", "main");
     lfs.repo.as_mut().unwrap().enable_lfs = true;
     refused(client.generate_manifest(lfs).await, "enableLfs");

@@ -91,14 +91,14 @@ pub struct Index {
 impl Index {
     /// The version of `chart` that `revision` names: itself when it is a
     /// version (whether or not the index has it, as Argo CD), else the
-    /// highest satisfying the constraint (`""` and `*`: the highest).
+    /// highest satisfying the constraint (Masterminds semantics).
     pub fn resolve(
         &self,
         repo_url: &RepoUrl,
         chart: &str,
         revision: &str,
     ) -> Result<String, Error> {
-        if semver::is_version(revision) {
+        if crate::semver::is_version(revision) {
             return Ok(revision.to_string());
         }
         let versions = self
@@ -108,54 +108,26 @@ impl Index {
                 repo_url: repo_url.redacted(),
                 chart: chart.to_string(),
             })?;
-        let text = if revision.trim().is_empty() {
-            "*"
-        } else {
-            revision
+        let constraint = match crate::semver::Constraint::parse(revision) {
+            Ok(constraint) => constraint,
+            // Not a constraint, but literally a version the index lists.
+            Err(_) if versions.iter().any(|v| v.version == revision) => {
+                return Ok(revision.to_string())
+            }
+            Err(message) => {
+                return Err(Error::Constraint {
+                    constraint: revision.to_string(),
+                    message,
+                })
+            }
         };
-        let constraint = semver::Constraint::parse(text).map_err(|message| Error::Constraint {
-            constraint: revision.to_string(),
-            message,
-        })?;
-        semver::max_satisfying(&constraint, versions.iter().map(|v| v.version.as_str()))
+        crate::semver::max_satisfying(&constraint, versions.iter().map(|v| v.version.as_str()))
             .map(str::to_string)
             .ok_or_else(|| Error::NoVersion {
                 repo_url: repo_url.redacted(),
                 chart: chart.to_string(),
                 constraint: revision.to_string(),
             })
-    }
-}
-
-/// Stand-in until `crate::semver` lands: exact versions and `*` only.
-mod semver {
-    fn triple(text: &str) -> Option<(u64, u64, u64)> {
-        let mut parts = text.trim_start_matches('v').split('.');
-        let major = parts.next()?.parse().ok()?;
-        let minor = parts.next()?.parse().ok()?;
-        let patch = parts.next()?.parse().ok()?;
-        parts.next().is_none().then_some((major, minor, patch))
-    }
-    pub fn is_version(text: &str) -> bool {
-        triple(text).is_some()
-    }
-    pub struct Constraint;
-    impl Constraint {
-        pub fn parse(text: &str) -> Result<Constraint, String> {
-            (text.trim() == "*")
-                .then_some(Constraint)
-                .ok_or_else(|| "constraints are not supported yet".to_string())
-        }
-    }
-    pub fn max_satisfying<'a>(
-        _constraint: &Constraint,
-        candidates: impl IntoIterator<Item = &'a str>,
-    ) -> Option<&'a str> {
-        candidates
-            .into_iter()
-            .filter_map(|c| triple(c).map(|t| (t, c)))
-            .max()
-            .map(|(_, c)| c)
     }
 }
 

@@ -230,6 +230,11 @@ fn directory_spec(d: ApplicationSourceDirectory) -> spec::DirectorySpec {
 /// The source to render, in domain terms.
 pub fn source(source: Option<&ApplicationSource>) -> Result<spec::SourceSpec, Status> {
     let source = source.cloned().unwrap_or_default();
+    if !source.tag_prefix.is_empty() {
+        return Err(Status::unimplemented(
+            "tagPrefix (semver tags with a prefix) is not implemented yet",
+        ));
+    }
     Ok(spec::SourceSpec {
         repo_url: source.repo_url,
         path: source.path,

@@ -344,11 +344,30 @@ impl RepoServerService for RepoServer {
         Err(not_implemented("GetOCIMetadata"))
     }
 
+    #[tracing::instrument(name = "GetRevisionChartDetails", skip_all)]
     async fn get_revision_chart_details(
         &self,
-        _request: Request<RepoServerRevisionChartDetailsRequest>,
+        request: Request<RepoServerRevisionChartDetailsRequest>,
     ) -> Result<Response<v1alpha1::ChartDetails>, Status> {
-        Err(not_implemented("GetRevisionChartDetails"))
+        let request = request.into_inner();
+        let (repo_url, _) = convert::repository(request.repo.as_ref())?;
+        if repo_url.as_str().starts_with("oci://")
+            || request.repo.as_ref().is_some_and(|r| r.enable_oci)
+        {
+            return Err(Status::unimplemented(
+                "GetRevisionChartDetails for OCI repositories is not implemented yet",
+            ));
+        }
+        let details = self
+            .pipeline
+            .chart_details(&repo_url, &request.name, &request.revision)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(v1alpha1::ChartDetails {
+            description: details.description,
+            home: details.home,
+            maintainers: details.maintainers,
+        }))
     }
 
     #[tracing::instrument(name = "GetHelmCharts", skip_all)]

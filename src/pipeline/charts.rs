@@ -11,6 +11,14 @@ use crate::cache;
 use crate::charts::Index;
 use crate::domain::RepoUrl;
 
+/// What `GetRevisionChartDetails` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChartDetails {
+    pub description: String,
+    pub home: String,
+    pub maintainers: Vec<String>,
+}
+
 impl Pipeline {
     /// The repository's index: from the cache unless `fresh`.
     pub(super) async fn chart_index(
@@ -126,6 +134,61 @@ impl Pipeline {
                 message: lost.to_string(),
             }),
         }
+    }
+
+    /// `GetRevisionChartDetails`: description, home and maintainers
+    /// (`Name <email>`) from the chart's `Chart.yaml`.
+    pub async fn chart_details(
+        &self,
+        repo_url: &RepoUrl,
+        chart: &str,
+        revision: &str,
+    ) -> Result<ChartDetails, Error> {
+        let index = self.chart_index(repo_url, false).await?;
+        let version = index
+            .resolve(repo_url, chart, revision)
+            .map_err(Error::Charts)?;
+        let dir = self.renderer.snapshots.new_upload_dir()?;
+        self.charts
+            .extract(repo_url, &index, chart, &version, dir.path())
+            .await
+            .map_err(Error::Charts)?;
+        let name = chart.rsplit('/').next().unwrap_or(chart).to_string();
+        let chart_yaml = dir.path().join(name).join("Chart.yaml");
+        let details = tokio::task::spawn_blocking(move || {
+            let _dir = dir;
+            let text = std::fs::read_to_string(&chart_yaml).map_err(|err| Error::Internal {
+                message: format!("the chart archive has no readable Chart.yaml: {err}"),
+            })?;
+            let chart: serde_json::Value =
+                serde_saphyr::from_str(&text).map_err(|err| Error::Invalid {
+                    message: format!("failed to unmarshal chart: {err}"),
+                })?;
+            let text_of =
+                |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+            let maintainers = chart["maintainers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|maintainer| {
+                    let (name, email) =
+                        (text_of(&maintainer["name"]), text_of(&maintainer["email"]));
+                    if email.is_empty() {
+                        name
+                    } else {
+                        format!("{name} <{email}>").trim().to_string()
+                    }
+                })
+                .collect();
+            Ok::<_, Error>(ChartDetails {
+                description: text_of(&chart["description"]),
+                home: text_of(&chart["home"]),
+                maintainers,
+            })
+        })
+        .await
+        .map_err(super::join_error)??;
+        Ok(details)
     }
 
     /// `TestRepository` for a Helm repository: its index can be read.

@@ -28,6 +28,7 @@ mod queries;
 mod recent;
 mod revisions;
 
+pub use charts::ChartDetails;
 pub use details::AppDetails;
 pub use queries::Commit;
 
@@ -250,24 +251,6 @@ pub struct ManifestResult {
 pub struct Refs {
     pub branches: Vec<String>,
     pub tags: Vec<String>,
-}
-
-/// Whether `revision` reads as a semver range (`1.x`, `>=1.2 <2`, `^1.0`,
-/// `~1.2`, `*`), which Argo CD resolves to the highest matching tag.
-fn looks_like_semver_constraint(revision: &str) -> bool {
-    let trimmed = revision.trim().trim_start_matches('v');
-    if trimmed.is_empty() {
-        return false;
-    }
-    let operators = trimmed.contains(['>', '<', '=', '^', '~', '*', '|', ','])
-        && trimmed.chars().any(|c| c.is_ascii_digit() || c == '*');
-    let wildcard = trimmed.split('.').count() <= 3
-        && trimmed.split('.').all(|part| {
-            matches!(part, "x" | "X" | "*")
-                || part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty()
-        })
-        && trimmed.contains(['x', 'X', '*']);
-    operators || wildcard
 }
 
 /// Source types in cache entries, by their wire names.
@@ -710,11 +693,22 @@ impl Pipeline {
             return Ok(Resolved::Commit(revision.to_ascii_lowercase()));
         }
         let refs = self.refs(repo_url, fresh).await?;
+        // A semver constraint names the highest tag satisfying it (as Argo
+        // CD: Masterminds semantics); with no match it is a ref name.
+        if crate::semver::is_constraint(revision) {
+            if let Ok(constraint) = crate::semver::Constraint::parse(revision) {
+                let tags = refs.tags();
+                if let Some(tag) =
+                    crate::semver::max_satisfying(&constraint, tags.iter().map(String::as_str))
+                {
+                    if let Some(resolved) = refs.resolve(tag) {
+                        return Ok(resolved);
+                    }
+                }
+            }
+        }
         match refs.resolve(revision) {
             Some(resolved) => Ok(resolved),
-            None if looks_like_semver_constraint(revision) => Err(Error::NotImplemented {
-                what: format!("resolving semver constraint '{revision}' against tags"),
-            }),
             None => Err(Error::Git(git::Error::RevisionNotFound {
                 repo_url: repo_url.redacted(),
                 revision: revision.to_string(),
@@ -1512,23 +1506,5 @@ mod tests {
             (back.consecutive_failures, back.most_recent_error.as_str()),
             (2, "boom")
         );
-    }
-
-    #[test]
-    fn recognises_semver_constraints() {
-        for yes in [
-            "1.x",
-            "v1.2.X",
-            "*",
-            ">=1.0.0 <2",
-            "^1.2",
-            "~1.2.3",
-            "1.2 || 2.x",
-        ] {
-            assert!(looks_like_semver_constraint(yes), "{yes}");
-        }
-        for no in ["main", "feature/x", "v1.2.3", "release-1.x-old", "HEAD", ""] {
-            assert!(!looks_like_semver_constraint(no), "{no}");
-        }
     }
 }
