@@ -235,3 +235,84 @@ async fn ssh_private_key_checked_against_known_hosts() {
     assert!(!log.contains("PRIVATE KEY"));
     terminate_and_wait(running).await;
 }
+
+/// A GitHub App's credentials become an installation token (minted from a
+/// local stand-in of GitHub's token endpoint) that git uses as the password
+/// of `x-access-token`.
+#[tokio::test]
+async fn github_app_credentials_mint_an_installation_token() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const TOKEN: &str = "ghs_installation-token-1";
+    let (_repo, root, _bare) = served_repo();
+    let git = GitHttpServer::start_with_auth(
+        root.path(),
+        false,
+        Some(&format!("x-access-token:{TOKEN}")),
+    );
+
+    // GitHub's endpoint, as GitHub Enterprise serves it under /api/v3.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/api/v3/app/installations/7/access_tokens",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let bearer = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                // A JWT: three base64url parts.
+                assert_eq!(bearer.trim_start_matches("Bearer ").split('.').count(), 3);
+                (
+                    axum::http::StatusCode::CREATED,
+                    format!("{{\"token\":\"{TOKEN}\",\"expires_at\":\"2099-01-01T00:00:00Z\"}}"),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/api/v3", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let key = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "2048"])
+        .output()
+        .expect("openssl runs");
+    assert!(key.status.success());
+    let key = String::from_utf8(key.stdout).unwrap();
+
+    let running = start(&["--disable-tls", "--loglevel", "debug"], &[]);
+    let mut client = client(&running).await;
+    let repository = |installation: i64| Repository {
+        repo: format!("{}/private.git", git.base_url),
+        github_app_private_key: key.clone(),
+        github_app_id: 12345,
+        github_app_installation_id: installation,
+        github_app_enterprise_base_url: endpoint.clone(),
+        r#type: "git".to_string(),
+        ..Default::default()
+    };
+    assert_eq!(render(&mut client, repository(7)).await, ["private"]);
+    let mut again = request(repository(7));
+    again.no_cache = true;
+    client.generate_manifest(again).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the token is cached");
+
+    // An installation the endpoint does not know: the token request fails.
+    let status = refused(&mut client, repository(8)).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        status.message().contains("GitHub App"),
+        "{}",
+        status.message()
+    );
+
+    let log = running.log();
+    assert!(!log.contains(TOKEN), "the token leaked into the log");
+    assert!(!log.contains(key.lines().nth(1).unwrap()));
+    terminate_and_wait(running).await;
+}
