@@ -87,6 +87,9 @@ impl Version {
 
     /// `text` as a version, with `semver.NewVersion`'s error kinds.
     pub fn try_parse(text: &str) -> Result<Version, VersionError> {
+        if text.len() > MAX_TEXT {
+            return Err(VersionError::Invalid);
+        }
         let m = LOOSE_VERSION.captures(text).ok_or(VersionError::Invalid)?;
         let major = parse_number(m[1])?;
         let minor = match m[2].strip_prefix('.') {
@@ -203,6 +206,10 @@ impl Constraint {
     /// Parses like `semver.NewConstraint`; the error is its message
     /// (`improper constraint: <part>` or `constraint parser error`).
     pub fn parse(text: &str) -> Result<Constraint, String> {
+        // Revisions come from users; parsing is superlinear in the length.
+        if text.len() > MAX_TEXT {
+            return Err(format!("constraint longer than {MAX_TEXT} bytes"));
+        }
         let rewritten = rewrite_range(text);
         let mut groups = Vec::new();
         for part in rewritten.split("||") {
@@ -315,6 +322,10 @@ fn consider<'a>(
 
 /// Whether `text` parses as a version (then Argo CD uses it literally,
 /// without consulting tags/indexes).
+/// Longest version or constraint text parsed; anything longer is neither
+/// (a revision that long is a ref name at most).
+pub const MAX_TEXT: usize = 256;
+
 pub fn is_version(text: &str) -> bool {
     Version::try_parse(text).is_ok()
 }

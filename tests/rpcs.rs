@@ -143,11 +143,6 @@ async fn rpcs_not_built_yet_answer_unimplemented() {
             .map(|_| ())
             .unwrap_err(),
         client
-            .get_revision_chart_details(RepoServerRevisionChartDetailsRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-        client
             .get_oci_metadata(RepoServerRevisionChartDetailsRequest::default())
             .await
             .map(|_| ())
@@ -241,6 +236,20 @@ async fn git_queries_answer_from_the_commit() {
         .into_inner()
         .apps;
     assert!(!without_helm.values().any(|kind| kind == "Helm"));
+    // Filtered per file: with Kustomize off, a directory with both files
+    // is a Helm app (as Argo CD's walk reports it).
+    let without_kustomize = client
+        .list_apps(ListAppsRequest {
+            repo: repo_of(&url),
+            revision: "main".into(),
+            enabled_source_types: [("Kustomize".to_string(), false)].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .apps;
+    assert_eq!(without_kustomize["apps/both"], "Helm");
+    assert!(!without_kustomize.contains_key("apps/api"));
 
     let metadata = client
         .get_revision_metadata(RepoServerRevisionMetadataRequest {

@@ -71,7 +71,7 @@ pub fn helm_index(repo_normalized: &str) -> String {
 /// `ListApps`' answer for a commit (before filtering by source type).
 pub fn app_list(repo_normalized: &str, commit_sha: &str) -> String {
     format!(
-        "applist|v1|{}",
+        "applist|v2|{}",
         digest(&[repo_normalized.as_bytes(), commit_sha.as_bytes()])
     )
 }

@@ -137,8 +137,9 @@ pub struct Charts {
     config: Config,
     /// Downloaded archives, one file per (repository, chart, version).
     cache_dir: PathBuf,
-    /// TLS settings (digest) -> client.
-    clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// TLS settings (digest) -> client; a few, for a few minutes (a
+    /// rotated CA takes effect then).
+    clients: moka::sync::Cache<String, reqwest::Client>,
     /// One download per archive at a time.
     downloads: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -149,7 +150,10 @@ impl Charts {
         Charts {
             config,
             cache_dir,
-            clients: Mutex::default(),
+            clients: moka::sync::Cache::builder()
+                .max_capacity(64)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
             downloads: Mutex::default(),
         }
     }
@@ -173,7 +177,11 @@ impl Charts {
                 Fetch::Failed(message) => failed(message),
             })?;
         tokio::task::spawn_blocking(move || {
-            serde_saphyr::from_slice::<Index>(&bytes).map_err(|err| {
+            // The size is capped already (--helm-registry-max-index-size);
+            // large public indexes exceed the default node budget.
+            let mut options = serde_saphyr::Options::default();
+            options.budget = None;
+            serde_saphyr::from_slice_with_options::<Index>(&bytes, options).map_err(|err| {
                 let mut message = err.to_string();
                 message.truncate(300);
                 format!("index.yaml does not parse: {message}")
@@ -372,24 +380,35 @@ impl Charts {
         Ok(body)
     }
 
-    /// The client for the repository's TLS settings.
+    /// The client for the repository's TLS settings (the CA bundle as it
+    /// is now on disk, client certificate, proxy), shared by repositories
+    /// with the same, for a while.
     fn client(&self, repo_url: &RepoUrl) -> Result<reqwest::Client, String> {
+        use sha2::{Digest, Sha256};
         let credentials = repo_url.credentials().cloned().unwrap_or_default();
         let ca = host(repo_url.as_str())
             .map(|host| self.config.tls_data_path.join(host))
             .filter(|path| path.is_file());
-        let key = format!(
-            "{}|{:?}|{}",
-            credentials.insecure,
-            ca,
-            repo_url.access_digest()
-        );
-        if let Some(client) = self.clients.lock().map_err(|e| e.to_string())?.get(&key) {
-            return Ok(client.clone());
+        let ca_pem = ca.as_ref().and_then(|path| std::fs::read(path).ok());
+        let mut hasher = Sha256::new();
+        hasher.update([u8::from(credentials.insecure)]);
+        for part in [
+            ca_pem.as_deref().unwrap_or_default(),
+            credentials.tls_client_cert.as_bytes(),
+            credentials.tls_client_key.as_bytes(),
+            credentials.proxy.as_bytes(),
+            credentials.no_proxy.as_bytes(),
+        ] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        let key = hex::encode(hasher.finalize());
+        if let Some(client) = self.clients.get(&key) {
+            return Ok(client);
         }
         let tls = tls_config(
             credentials.insecure,
-            ca.as_deref(),
+            ca_pem.as_deref(),
             (!credentials.tls_client_cert.is_empty())
                 .then_some((&credentials.tls_client_cert, &credentials.tls_client_key)),
         )?;
@@ -405,10 +424,7 @@ impl Charts {
             builder = builder.proxy(proxy);
         }
         let client = builder.build().map_err(|e| describe(&e))?;
-        self.clients
-            .lock()
-            .map_err(|e| e.to_string())?
-            .insert(key, client.clone());
+        self.clients.insert(key, client.clone());
         Ok(client)
     }
 }
@@ -483,7 +499,7 @@ fn describe(err: &reqwest::Error) -> String {
 /// verification at all when insecure; a client certificate when given.
 fn tls_config(
     insecure: bool,
-    ca: Option<&Path>,
+    ca_pem: Option<&[u8]>,
     identity: Option<(&String, &String)>,
 ) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::pem::PemObject;
@@ -498,26 +514,32 @@ fn tls_config(
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        let bundles: Vec<PathBuf> = match ca {
-            Some(ca) => vec![ca.to_path_buf()],
-            None => std::env::var_os("SSL_CERT_FILE")
-                .map(PathBuf::from)
-                .into_iter()
-                .chain(
-                    [
-                        "/etc/ssl/certs/ca-certificates.crt",
-                        "/etc/pki/tls/certs/ca-bundle.crt",
-                        "/etc/ssl/cert.pem",
-                    ]
-                    .map(PathBuf::from),
-                )
-                .collect(),
-        };
-        for bundle in bundles {
-            if let Ok(certs) = CertificateDer::pem_file_iter(&bundle) {
-                let (added, _) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
-                if added > 0 {
-                    break;
+        match ca_pem {
+            Some(pem) => {
+                roots.add_parsable_certificates(
+                    CertificateDer::pem_slice_iter(pem).filter_map(Result::ok),
+                );
+            }
+            None => {
+                let bundles = std::env::var_os("SSL_CERT_FILE")
+                    .map(PathBuf::from)
+                    .into_iter()
+                    .chain(
+                        [
+                            "/etc/ssl/certs/ca-certificates.crt",
+                            "/etc/pki/tls/certs/ca-bundle.crt",
+                            "/etc/ssl/cert.pem",
+                        ]
+                        .map(PathBuf::from),
+                    );
+                for bundle in bundles {
+                    if let Ok(certs) = CertificateDer::pem_file_iter(&bundle) {
+                        let (added, _) =
+                            roots.add_parsable_certificates(certs.filter_map(Result::ok));
+                        if added > 0 {
+                            break;
+                        }
+                    }
                 }
             }
         }

@@ -50,7 +50,7 @@ impl Default for Config {
 const STDERR_TAIL_BYTES: usize = 16 * 1024;
 
 /// One program to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Invocation {
     pub program: OsString,
     pub args: Vec<OsString>,
@@ -58,6 +58,21 @@ pub struct Invocation {
     /// Added to the base environment; later entries win.
     pub env: Vec<(OsString, OsString)>,
     pub stdin: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Invocation {
+    /// Environment values may be credentials: only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invocation")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field(
+                "env",
+                &self.env.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Invocation {

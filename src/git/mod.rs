@@ -247,11 +247,7 @@ fn git_invocation(
         message: format!("cannot write credentials for git: {err}"),
     };
     let credentials = repo_url.credentials().cloned().unwrap_or_default();
-    let in_url = repo_url.split_credentials();
-    let url = match &in_url {
-        Some(split) => split.url_without_userinfo.clone(),
-        None => repo_url.as_str().to_string(),
-    };
+    let (url, in_url) = url_for_git(repo_url);
     // The Repository's username and password win over userinfo in the URL.
     let (username, password) =
         if !credentials.username.is_empty() || !credentials.password.is_empty() {
@@ -261,6 +257,17 @@ fn git_invocation(
         } else {
             (String::new(), String::new())
         };
+    // A line break would end the credential protocol's field early (and
+    // could add fields): refuse rather than send something else.
+    if [&username, &password]
+        .iter()
+        .any(|text| text.contains(['\n', '\r', '\0']))
+    {
+        return Err(Error::Credentials {
+            repo_url: repo_url.redacted(),
+            message: "the username or password contains a line break".to_string(),
+        });
+    }
     if !username.is_empty() || !password.is_empty() {
         // Argo CD's default user for a bare token.
         let username = if username.is_empty() {
@@ -389,6 +396,34 @@ fn git_invocation(
     })
 }
 
+/// The URL to give git, and the credentials taken out of it. Only HTTP(S)
+/// URLs lose their userinfo (to the credential helper); any other scheme
+/// (`ssh://git@host/...`) keeps its user, which names the account, and
+/// drops only a password.
+fn url_for_git(repo_url: &RepoUrl) -> (String, Option<crate::domain::UrlCredentials>) {
+    let raw = repo_url.as_str();
+    let lower = raw.to_ascii_lowercase();
+    let Some(split) = repo_url.split_credentials() else {
+        return (raw.to_string(), None);
+    };
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return (split.url_without_userinfo.clone(), Some(split));
+    }
+    let Some(scheme_end) = raw.find("://").map(|i| i + 3) else {
+        return (raw.to_string(), None);
+    };
+    let rest = &raw[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (raw.to_string(), None);
+    };
+    let user = rest[..at].split(':').next().unwrap_or_default();
+    (
+        format!("{}{user}@{}", &raw[..scheme_end], &rest[at + 1..]),
+        None,
+    )
+}
+
 /// Where credential files go: memory-backed `/dev/shm` when there is one
 /// (as Argo CD), else the temporary directory.
 fn private_dir() -> std::path::PathBuf {
@@ -419,4 +454,57 @@ fn host_of(url: &str) -> Option<&str> {
 /// Single-quotes `text` for the shell git runs `GIT_SSH_COMMAND` with.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn for_git(url: &str) -> (String, Option<(String, String)>) {
+        let (url, split) = url_for_git(&RepoUrl::parse(url).unwrap());
+        (url, split.map(|s| (s.username, s.password)))
+    }
+
+    #[test]
+    fn only_http_urls_lose_their_user() {
+        assert_eq!(
+            for_git("https://alice:s3cret@host/r.git"),
+            (
+                "https://host/r.git".to_string(),
+                Some(("alice".to_string(), "s3cret".to_string()))
+            )
+        );
+        // The SSH user names the account: it stays; a password never does.
+        assert_eq!(
+            for_git("ssh://git@github.com/o/r").0,
+            "ssh://git@github.com/o/r"
+        );
+        assert_eq!(
+            for_git("ssh://git:pw@host:2222/o/r"),
+            ("ssh://git@host:2222/o/r".to_string(), None)
+        );
+        assert_eq!(
+            for_git("git@github.com:o/r.git").0,
+            "git@github.com:o/r.git"
+        );
+        assert_eq!(host_of("ssh://git@h.example:22/x"), Some("h.example"));
+        assert_eq!(host_of("git@h.example:o/r"), Some("h.example"));
+        assert_eq!(shell_quote("/tmp/it's"), "'/tmp/it'\\''s'");
+    }
+
+    #[test]
+    fn line_breaks_in_credentials_are_refused() {
+        let url = RepoUrl::parse("https://host/r").unwrap().with_credentials(
+            crate::domain::Credentials {
+                username: "alice\n".into(),
+                password: "pw".into(),
+                ..Default::default()
+            },
+        );
+        let err = git_invocation(&Config::default(), std::path::Path::new("/"), &url)
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Credentials { .. }), "{err}");
+        assert!(!err.to_string().contains("pw"));
+    }
 }

@@ -89,7 +89,10 @@ impl Pipeline {
         }
         let renderer = self.renderer.clone();
         let charts = self.charts.clone();
-        let (flight_key, render_key) = (key.clone(), key.clone());
+        // The archive is downloaded inside the render with the leader's
+        // credentials: requests with other credentials do not join it.
+        let flight_key = format!("{key}|access={}", request.repo_url.access_digest());
+        let render_key = key.clone();
         let flight = self.renders.join(flight_key, move || async move {
             let result = async {
                 let _permit = renderer.permit().await?;

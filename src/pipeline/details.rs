@@ -39,9 +39,16 @@ impl Pipeline {
             });
         }
         let fresh = request.no_cache || request.no_revision_cache;
+        // As Argo CD, an unknown revision is the caller's mistake.
         let sha = self
             .resolve_revision(&request.repo_url, &request.revision, fresh)
-            .await?;
+            .await
+            .map_err(|err| match err {
+                Error::Git(crate::git::Error::RevisionNotFound { .. }) => Error::Invalid {
+                    message: err.to_string(),
+                },
+                other => other,
+            })?;
         let (store, sha) = self
             .stores
             .ensure_commit(&request.repo_url, &Resolved::Commit(sha), &request.revision)

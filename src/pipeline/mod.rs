@@ -957,9 +957,15 @@ impl Pipeline {
         checksum: String,
     ) -> Result<ManifestResult, Error> {
         let dir = self.renderer.snapshots.new_upload_dir()?;
-        let path = dir.path().to_path_buf();
-        let extracted = tokio::task::spawn_blocking(move || upload.extract(&checksum, &path)).await;
-        let extracted = extracted.map_err(join_error)?.map_err(Error::Upload)?;
+        // The directory goes into the extraction task, so a cancelled
+        // request removes it only once nothing writes there any more.
+        let (dir, extracted) = tokio::task::spawn_blocking(move || {
+            let extracted = upload.extract(&checksum, dir.path());
+            (dir, extracted)
+        })
+        .await
+        .map_err(join_error)?;
+        let extracted = extracted.map_err(Error::Upload)?;
         tracing::debug!(
             files = extracted.files,
             bytes = extracted.bytes,

@@ -80,8 +80,8 @@ impl Pipeline {
             .cache
             .get("applist", &key, ttl)
             .await
-            .and_then(|bytes| serde_json::from_slice::<BTreeMap<String, String>>(&bytes).ok());
-        let apps = match cached {
+            .and_then(|bytes| serde_json::from_slice::<Vec<(String, String)>>(&bytes).ok());
+        let hits = match cached {
             Some(apps) => apps,
             None => {
                 let apps = tokio::task::spawn_blocking(move || {
@@ -98,8 +98,10 @@ impl Pipeline {
                 apps
             }
         };
+        // Filtered per file, then the last hit of a directory wins (as
+        // Argo CD's walk does), so disabling one type can reveal another.
         let enabled = |kind: &str| enabled_source_types.get(kind).copied().unwrap_or(true);
-        Ok(apps.into_iter().filter(|(_, kind)| enabled(kind)).collect())
+        Ok(hits.into_iter().filter(|(_, kind)| enabled(kind)).collect())
     }
 
     /// Argo CD's `GetRevisionMetadata`: `revision` must be a commit SHA
@@ -204,11 +206,12 @@ impl Pipeline {
     }
 }
 
-/// App directories of a tree by the files in them, as Argo CD's
-/// discovery walks a checkout (symlinked directories are not entered).
-fn discover(tree: &crate::git::tree::CommitTree) -> BTreeMap<String, String> {
+/// The files that make directories apps, in the order Argo CD's discovery
+/// walks a checkout (symlinked directories are not entered): (directory,
+/// source type) per file.
+fn discover(tree: &crate::git::tree::CommitTree) -> Vec<(String, String)> {
     use crate::git::tree::Entry;
-    let mut apps = BTreeMap::new();
+    let mut apps = Vec::new();
     tree.walk("", &mut |path, entry| {
         if matches!(entry, Entry::Directory { .. } | Entry::Submodule { .. }) {
             return true;
@@ -218,10 +221,10 @@ fn discover(tree: &crate::git::tree::CommitTree) -> BTreeMap<String, String> {
             None => (".", path),
         };
         if name.ends_with("Chart.yaml") {
-            apps.insert(dir.to_string(), "Helm".to_string());
+            apps.push((dir.to_string(), "Helm".to_string()));
         }
         if crate::render::kustomize::KUSTOMIZATION_NAMES.contains(&name) {
-            apps.insert(dir.to_string(), "Kustomize".to_string());
+            apps.push((dir.to_string(), "Kustomize".to_string()));
         }
         true
     });

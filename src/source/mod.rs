@@ -296,11 +296,12 @@ impl Snapshots {
     /// A snapshot of the filled directory `dir` (never shared, removed
     /// when dropped). `label` stands for the commit.
     pub fn adopt(&self, dir: tempfile::TempDir, label: &str) -> Result<Arc<Snapshot>, Error> {
-        let root = dir.keep();
-        let canonical = root.canonicalize().map_err(|err| Error::Snapshot {
+        let canonical = dir.path().canonicalize().map_err(|err| Error::Snapshot {
             commit_sha: label.to_string(),
             message: err.to_string(),
         })?;
+        // Removed by the snapshot from now on.
+        let _ = dir.keep();
         self.metrics.snapshots.inc();
         Ok(Arc::new(Snapshot {
             root: canonical,
