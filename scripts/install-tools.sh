@@ -9,6 +9,7 @@
 #   kustomize       wrapper script: `kustomize build` -> `kubectl kustomize`
 #   redis-server    Debian package (system-wide, via apt-get) if not on PATH
 #   sshd            Debian package openssh-server (git over SSH in tests), likewise
+#   docker-registry Debian package (an OCI registry for the OCI tests), likewise
 #
 # Usage: scripts/install-tools.sh [--force] [--no-redis] [--help]
 #   --force     re-download and reinstall helm/kubectl/helm4 even if stamped as present
@@ -291,9 +292,13 @@ install_packages() {
   if [[ "$NO_REDIS" != 1 ]] && ! command -v redis-server >/dev/null 2>&1; then
     missing+=(redis-server)
   fi
-  # sshd serves git over SSH in the credential tests.
+  # sshd serves git over SSH in the credential tests; docker-registry is
+  # the OCI registry of the OCI tests.
   if [[ ! -x /usr/sbin/sshd ]]; then
     missing+=(openssh-server)
+  fi
+  if ! command -v docker-registry >/dev/null 2>&1; then
+    missing+=(docker-registry)
   fi
   if ((${#missing[@]} == 0)); then
     return 0
@@ -304,6 +309,7 @@ install_packages() {
     log "redis-server $(redis-server --version | awk '{print $3}' | sed 's/^v=//') at $(command -v redis-server)"
   fi
   [[ -x /usr/sbin/sshd ]] || die "/usr/sbin/sshd still missing after apt-get install"
+  command -v docker-registry >/dev/null 2>&1 || die "docker-registry still missing after apt-get install"
 }
 
 # --- .gitignore --------------------------------------------------------------

@@ -33,6 +33,8 @@ pub struct Credentials {
     pub proxy: String,
     pub no_proxy: String,
     pub github_app: Option<GitHubApp>,
+    /// Talk to an OCI registry over plain HTTP (`insecureOCIForceHttp`).
+    pub plain_http: bool,
 }
 
 /// GitHub App credentials: an installation token is minted from them.

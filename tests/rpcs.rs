@@ -133,28 +133,6 @@ async fn test_repository_checks_reachability() {
 }
 
 #[tokio::test]
-async fn rpcs_not_built_yet_answer_unimplemented() {
-    let server = start_plaintext().await;
-    let mut client = client(&server).await;
-    let codes = [
-        client
-            .list_oci_tags(ListRefsRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-        client
-            .get_oci_metadata(RepoServerRevisionChartDetailsRequest::default())
-            .await
-            .map(|_| ())
-            .unwrap_err(),
-    ];
-    for status in codes {
-        assert_eq!(status.code(), Code::Unimplemented, "{}", status.message());
-        assert!(status.message().contains("not implemented yet"));
-    }
-}
-
-#[tokio::test]
 async fn health_service_reports_serving() {
     let server = start_plaintext().await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr()))

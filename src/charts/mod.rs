@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::RepoUrl;
 
+pub mod oci;
+
 /// Settings of chart repository access.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -192,6 +194,15 @@ impl Charts {
         .map_err(failed)
     }
 
+    /// The limits chart and artifact extraction runs under.
+    pub fn extraction_limits(&self) -> crate::source::tarball::Limits {
+        crate::source::tarball::Limits {
+            max_compressed: u64::MAX,
+            max_extracted: self.config.max_extracted_bytes,
+            ..Default::default()
+        }
+    }
+
     /// A fresh directory holding `chart` at `version` extracted (the
     /// chart itself is `<dir>/<chart name>`), under `parent`.
     pub async fn extract(
@@ -352,32 +363,11 @@ impl Charts {
                 request = request.basic_auth(username, Some(password));
             }
         }
-        let mut response = request
+        let response = request
             .send()
             .await
             .map_err(|err| Fetch::Failed(describe(&err)))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(Fetch::Unauthorized(status.as_u16()));
-        }
-        if !status.is_success() {
-            return Err(Fetch::Failed(format!("{} answered {status}", redact(&url))));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|err| Fetch::Failed(describe(&err)))?
-        {
-            if (body.len() + chunk.len()) as u64 > limit {
-                return Err(Fetch::Failed(format!(
-                    "{} is larger than {limit} bytes",
-                    redact(&url)
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        read_body(response, limit).await
     }
 
     /// The client for the repository's TLS settings (the CA bundle as it
@@ -427,6 +417,30 @@ impl Charts {
         self.clients.insert(key, client.clone());
         Ok(client)
     }
+}
+
+/// The body of a successful response, at most `limit` bytes.
+async fn read_body(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, Fetch> {
+    let status = response.status();
+    let url = redact(response.url().as_str());
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Err(Fetch::Unauthorized(status.as_u16()));
+    }
+    if !status.is_success() {
+        return Err(Fetch::Failed(format!("{url} answered {status}")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| Fetch::Failed(describe(&err)))?
+    {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(Fetch::Failed(format!("{url} is larger than {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 enum Fetch {

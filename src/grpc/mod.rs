@@ -73,10 +73,6 @@ fn refuse_signature_checks(check: bool, policy: bool) -> Result<(), Status> {
     Ok(())
 }
 
-fn not_implemented(method: &str) -> Status {
-    Status::unimplemented(format!("{method} is not implemented yet"))
-}
-
 #[tonic::async_trait]
 impl RepoServerService for RepoServer {
     #[tracing::instrument(name = "GenerateManifest", skip_all, fields(app = %request.get_ref().app_name))]
@@ -217,11 +213,21 @@ impl RepoServerService for RepoServer {
         }))
     }
 
+    #[tracing::instrument(name = "ListOCITags", skip_all)]
     async fn list_oci_tags(
         &self,
-        _request: Request<ListRefsRequest>,
+        request: Request<ListRefsRequest>,
     ) -> Result<Response<Refs>, Status> {
-        Err(not_implemented("ListOCITags"))
+        let (repo_url, _) = convert::repository(request.get_ref().repo.as_ref())?;
+        let tags = self
+            .pipeline
+            .oci_tags(&repo_url)
+            .await
+            .map_err(|err| self.status(err))?;
+        Ok(Response::new(Refs {
+            tags,
+            ..Default::default()
+        }))
     }
 
     #[tracing::instrument(name = "ListApps", skip_all)]
@@ -337,11 +343,29 @@ impl RepoServerService for RepoServer {
         Ok(Response::new(convert::revision_metadata(metadata)))
     }
 
+    #[tracing::instrument(name = "GetOCIMetadata", skip_all)]
     async fn get_oci_metadata(
         &self,
-        _request: Request<RepoServerRevisionChartDetailsRequest>,
+        request: Request<RepoServerRevisionChartDetailsRequest>,
     ) -> Result<Response<v1alpha1::OciMetadata>, Status> {
-        Err(not_implemented("GetOCIMetadata"))
+        let request = request.into_inner();
+        let (repo_url, _) = convert::repository(request.repo.as_ref())?;
+        let annotations = self
+            .pipeline
+            .oci_metadata(&repo_url, &request.revision)
+            .await
+            .map_err(|err| self.status(err))?;
+        let get = |name: &str| annotations.get(name).cloned().unwrap_or_default();
+        // As Argo CD: the image URL is not reported yet.
+        Ok(Response::new(v1alpha1::OciMetadata {
+            created_at: get("org.opencontainers.image.created"),
+            authors: get("org.opencontainers.image.authors"),
+            docs_url: get("org.opencontainers.image.documentation"),
+            source_url: get("org.opencontainers.image.source"),
+            version: get("org.opencontainers.image.version"),
+            description: get("org.opencontainers.image.description"),
+            ..Default::default()
+        }))
     }
 
     #[tracing::instrument(name = "GetRevisionChartDetails", skip_all)]

@@ -8,8 +8,59 @@ use std::sync::Arc;
 
 use super::{Error, ManifestRequest, ManifestResult, Pipeline, RenderInputs, Served};
 use crate::cache;
-use crate::charts::Index;
+use crate::charts::{oci, Index};
 use crate::domain::RepoUrl;
+
+/// Where a chart or artifact comes from.
+enum Origin {
+    Repository(Index),
+    Registry(oci::Reference),
+}
+
+/// Extracts the artifact `version` names into `destination`: its Helm
+/// chart layer, or its one tar+gzip layer.
+async fn extract_artifact(
+    charts: &crate::charts::Charts,
+    repo_url: &RepoUrl,
+    reference: &oci::Reference,
+    version: &str,
+    destination: &std::path::Path,
+) -> Result<(), Error> {
+    let manifest = charts
+        .oci_manifest(repo_url, reference, version)
+        .await
+        .map_err(Error::Charts)?;
+    let layers = manifest.content_layers();
+    let [layer] = layers.as_slice() else {
+        return Err(Error::NotImplemented {
+            what: format!(
+                "OCI artifacts with {} content layers (one Helm chart or tar+gzip layer is supported)",
+                layers.len()
+            ),
+        });
+    };
+    let blob = charts
+        .oci_blob(repo_url, reference, layer)
+        .await
+        .map_err(Error::Charts)?;
+    let limits = charts.extraction_limits();
+    let destination = destination.to_path_buf();
+    let chart = reference.repository.clone();
+    let version = version.to_string();
+    tokio::task::spawn_blocking(move || {
+        crate::source::tarball::extract(&blob[..], &destination, &limits)
+    })
+    .await
+    .map_err(super::join_error)?
+    .map(|_| ())
+    .map_err(|source| {
+        Error::Charts(crate::charts::Error::Archive {
+            chart,
+            version,
+            source,
+        })
+    })
+}
 
 /// What `GetRevisionChartDetails` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,13 +123,98 @@ impl Pipeline {
         Ok((index, version))
     }
 
-    /// `GenerateManifest` for a chart of a Helm repository.
+    /// Where an OCI request's artifact is, and the tag or digest its
+    /// revision names (the highest tag satisfying a constraint).
+    async fn oci_artifact(
+        &self,
+        request: &ManifestRequest,
+    ) -> Result<(oci::Reference, String), Error> {
+        let plain_http = request.repo_url.credentials().is_some_and(|c| c.plain_http);
+        let reference =
+            oci::Reference::parse(request.repo_url.as_str(), &request.source.chart, plain_http)
+                .ok_or_else(|| Error::Invalid {
+                    message: format!(
+                        "{} does not name an OCI repository",
+                        request.repo_url.redacted()
+                    ),
+                })?;
+        let revision = request.revision.trim();
+        if revision.starts_with("sha256:") || crate::semver::is_version(revision) {
+            return Ok((reference, revision.to_string()));
+        }
+        let tags = self
+            .charts
+            .oci_tags(&request.repo_url, &reference)
+            .await
+            .map_err(Error::Charts)?;
+        let chosen = match crate::semver::Constraint::parse(revision) {
+            Ok(constraint) => {
+                crate::semver::max_satisfying(&constraint, tags.iter().map(String::as_str))
+                    .map(str::to_string)
+            }
+            Err(_) => tags.iter().find(|t| *t == revision).cloned(),
+        };
+        let chosen = chosen.ok_or_else(|| {
+            Error::Charts(crate::charts::Error::NoVersion {
+                repo_url: request.repo_url.redacted(),
+                chart: reference.repository.clone(),
+                constraint: revision.to_string(),
+            })
+        })?;
+        Ok((reference, chosen))
+    }
+
+    /// `ListOCITags`.
+    pub async fn oci_tags(&self, repo_url: &RepoUrl) -> Result<Vec<String>, Error> {
+        let plain_http = repo_url.credentials().is_some_and(|c| c.plain_http);
+        let reference =
+            oci::Reference::parse(repo_url.as_str(), "", plain_http).ok_or_else(|| {
+                Error::Invalid {
+                    message: format!("{} does not name an OCI repository", repo_url.redacted()),
+                }
+            })?;
+        self.charts
+            .oci_tags(repo_url, &reference)
+            .await
+            .map_err(Error::Charts)
+    }
+
+    /// `GetOCIMetadata`: the manifest's annotations.
+    pub async fn oci_metadata(
+        &self,
+        repo_url: &RepoUrl,
+        revision: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, Error> {
+        let plain_http = repo_url.credentials().is_some_and(|c| c.plain_http);
+        let reference =
+            oci::Reference::parse(repo_url.as_str(), "", plain_http).ok_or_else(|| {
+                Error::Invalid {
+                    message: format!("{} does not name an OCI repository", repo_url.redacted()),
+                }
+            })?;
+        let manifest = self
+            .charts
+            .oci_manifest(repo_url, &reference, revision)
+            .await
+            .map_err(Error::Charts)?;
+        Ok(manifest.annotations)
+    }
+
+    /// `GenerateManifest` for a chart of a Helm repository or registry, or
+    /// an OCI artifact.
     pub(super) async fn generate_chart(
         &self,
         request: ManifestRequest,
+        oci: bool,
     ) -> Result<(ManifestResult, Served), Error> {
         let fresh = request.no_cache || request.no_revision_cache;
-        let (index, version) = self.resolve_chart_version(&request, fresh).await?;
+        let (origin, version) = if oci {
+            let (reference, version) = self.oci_artifact(&request).await?;
+            (Origin::Registry(reference), version)
+        } else {
+            let (index, version) = self.resolve_chart_version(&request, fresh).await?;
+            (Origin::Repository(index), version)
+        };
         let tools = self.renderer.tools.fingerprint().await;
         let encoded = cache::key::encode(&RenderInputs::of(&request, &tools));
         let key = cache::key::render_encoded(&request.repo_url.normalized(), &version, &encoded);
@@ -97,27 +233,41 @@ impl Pipeline {
             let result = async {
                 let _permit = renderer.permit().await?;
                 let dir = renderer.snapshots.new_upload_dir()?;
-                charts
-                    .extract(
-                        &request.repo_url,
-                        &index,
-                        &request.source.chart,
-                        &version,
-                        dir.path(),
-                    )
-                    .await
-                    .map_err(Error::Charts)?;
+                match &origin {
+                    Origin::Repository(index) => charts
+                        .extract(
+                            &request.repo_url,
+                            index,
+                            &request.source.chart,
+                            &version,
+                            dir.path(),
+                        )
+                        .await
+                        .map_err(Error::Charts)?,
+                    Origin::Registry(reference) => {
+                        extract_artifact(
+                            &charts,
+                            &request.repo_url,
+                            reference,
+                            &version,
+                            dir.path(),
+                        )
+                        .await?
+                    }
+                }
                 let snapshot = renderer.snapshots.adopt(dir, &version)?;
-                // The archive holds the chart in a directory named after
-                // its last path segment.
+                // A chart archive holds the chart in a directory named
+                // after its last path segment; an artifact is the tree.
                 let mut request = request;
-                request.source.path = request
-                    .source
-                    .chart
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
+                if !request.source.chart.is_empty() {
+                    request.source.path = request
+                        .source
+                        .chart
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                }
                 renderer.render_uploaded(&request, snapshot, &version).await
             }
             .await;

@@ -759,9 +759,8 @@ impl Pipeline {
             RepoType::Helm if !repo_url.as_str().starts_with("oci://") => {
                 self.test_chart_repository(repo_url).await
             }
-            RepoType::Helm | RepoType::Oci => Err(Error::NotImplemented {
-                what: "testing OCI repositories".to_string(),
-            }),
+            // A registry answers for its repositories' tags.
+            RepoType::Helm | RepoType::Oci => self.oci_tags(repo_url).await.map(|_| ()),
         }
     }
 
@@ -799,13 +798,8 @@ impl Pipeline {
         let oci = request.repo_type == RepoType::Oci
             || request.repo_url.as_str().starts_with("oci://")
             || request.enable_oci;
-        if oci {
-            return Err(Error::NotImplemented {
-                what: "rendering OCI sources and OCI Helm charts".to_string(),
-            });
-        }
-        if request.repo_type == RepoType::Helm || !request.source.chart.is_empty() {
-            return self.generate_chart(request).await;
+        if oci || request.repo_type == RepoType::Helm || !request.source.chart.is_empty() {
+            return self.generate_chart(request, oci).await;
         }
         // A multi-source entry without path or chart (typically a `ref:`
         // source for `$ref` value files) renders nothing; the controller
