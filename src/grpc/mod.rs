@@ -52,6 +52,20 @@ impl RepoServer {
     }
 }
 
+/// A manifest result as Argo CD's response.
+fn manifest_response(result: crate::pipeline::ManifestResult) -> ManifestResponse {
+    ManifestResponse {
+        manifests: result.manifests,
+        revision: result.revision,
+        source_type: result
+            .source_type
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        commands: result.commands,
+        ..Default::default()
+    }
+}
+
 /// Git-only RPCs on a Helm or OCI repository.
 fn only_git(repo_type: crate::pipeline::RepoType, method: &str) -> Result<(), Status> {
     if repo_type == crate::pipeline::RepoType::Git {
@@ -86,16 +100,7 @@ impl RepoServerService for RepoServer {
             .generate_manifest(request)
             .await
             .map_err(|err| self.status(err))?;
-        Ok(Response::new(ManifestResponse {
-            manifests: result.manifests,
-            revision: result.revision,
-            source_type: result
-                .source_type
-                .map(|t| t.as_str().to_string())
-                .unwrap_or_default(),
-            commands: result.commands,
-            ..Default::default()
-        }))
+        Ok(Response::new(manifest_response(result)))
     }
 
     #[tracing::instrument(name = "GenerateManifestWithFiles", skip_all)]
@@ -140,16 +145,7 @@ impl RepoServerService for RepoServer {
             .generate_from_upload(request, upload, checksum)
             .await
             .map_err(|err| self.status(err))?;
-        Ok(Response::new(ManifestResponse {
-            manifests: result.manifests,
-            revision: result.revision,
-            source_type: result
-                .source_type
-                .map(|t| t.as_str().to_string())
-                .unwrap_or_default(),
-            commands: result.commands,
-            ..Default::default()
-        }))
+        Ok(Response::new(manifest_response(result)))
     }
 
     #[tracing::instrument(name = "TestRepository", skip_all)]

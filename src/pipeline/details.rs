@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{join_error, Error, ManifestRequest, Pipeline, Prepared};
+use super::{join_error, Error, ManifestRequest, Pipeline};
 use crate::git::Resolved;
 use crate::render::{self, SourceType};
 
@@ -59,19 +59,11 @@ impl Pipeline {
             .get(&request.repo_url, &store, &sha, None)
             .await?;
         let app_dir = snapshot.app_dir(&request.source.path)?;
-        let mut source = request.source.clone();
-        let (dir, shared) = (app_dir.clone(), snapshot.clone());
-        let (app_name, enabled) = (
-            request.tracking.app_name.clone(),
-            request.enabled_source_types.clone(),
-        );
-        let (source, source_type) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            source.merge_override_files(&dir, shared.root(), &app_name)?;
-            let source_type = render::detect_source_type(&dir, &source.explicit_types(), &enabled)?;
-            Ok((source, source_type))
-        })
-        .await
-        .map_err(join_error)??;
+        let prepared = self
+            .renderer
+            .prepare(&request, &snapshot, app_dir.clone())
+            .await?;
+        let source_type = prepared.source_type;
         let details = match source_type {
             SourceType::Directory => AppDetails::Directory,
             SourceType::Plugin => {
@@ -81,26 +73,15 @@ impl Pipeline {
             }
             SourceType::Helm => {
                 let (dir, root) = (app_dir.clone(), snapshot.root().to_path_buf());
-                let source = source.clone();
+                let source = prepared.source.clone();
                 tokio::task::spawn_blocking(move || helm_details(&dir, &root, &source))
                     .await
                     .map_err(join_error)??
             }
             SourceType::Kustomize => {
-                let allow_concurrency = snapshot.allows_concurrency(&app_dir);
                 let result = self
                     .renderer
-                    .render_prepared(
-                        &request,
-                        snapshot.clone(),
-                        Prepared {
-                            app_dir,
-                            source,
-                            source_type,
-                            allow_concurrency,
-                        },
-                        sha,
-                    )
+                    .render_prepared(&request, snapshot.clone(), prepared, sha)
                     .await?;
                 let objects: Vec<serde_json::Value> = result
                     .manifests

@@ -1231,7 +1231,7 @@ impl Renderer {
             .snapshots
             .get(&request.repo_url, &store, &commit_sha, subtree.as_deref())
             .await?;
-        let (app_dir, source, source_type, allow_concurrency) = loop {
+        let prepared = loop {
             let app_dir = snapshot.app_dir(&request.source.path)?;
             // Refuse, rather than render less than Argo CD would, what
             // later milestones build.
@@ -1241,56 +1241,30 @@ impl Renderer {
                     what: format!("rendering git submodules (submodule {submodule:?})"),
                 });
             }
-            let mut source = request.source.clone();
-            let (dir, shared) = (app_dir.clone(), snapshot.clone());
-            let (app_name, enabled) = (
-                request.tracking.app_name.clone(),
-                request.enabled_source_types.clone(),
-            );
-            let (source, source_type, allow_concurrency) =
-                tokio::task::spawn_blocking(move || -> Result<_, Error> {
-                    source.merge_override_files(&dir, shared.root(), &app_name)?;
-                    let source_type =
-                        render::detect_source_type(&dir, &source.explicit_types(), &enabled)?;
-                    let allow_concurrency = shared.allows_concurrency(&dir);
-                    Ok((source, source_type, allow_concurrency))
-                })
-                .await
-                .map_err(join_error)??;
+            let prepared = self.prepare(&request, &snapshot, app_dir).await?;
             // An override file made it another source type: that reads
             // more than the directory.
-            if snapshot.subtree().is_some() && source_type != SourceType::Directory {
+            if snapshot.subtree().is_some() && prepared.source_type != SourceType::Directory {
                 snapshot = self
                     .snapshots
                     .get(&request.repo_url, &store, &commit_sha, None)
                     .await?;
                 continue;
             }
-            break (app_dir, source, source_type, allow_concurrency);
+            break prepared;
         };
-        self.render_prepared(
-            &request,
-            snapshot,
-            Prepared {
-                app_dir,
-                source,
-                source_type,
-                allow_concurrency,
-            },
-            commit_sha,
-        )
-        .await
+        self.render_prepared(&request, snapshot, prepared, commit_sha)
+            .await
     }
 
-    /// Renders a tree that does not come from git (an uploaded archive,
-    /// `GenerateManifestWithFiles`) at `request.source.path` of it.
-    async fn render_uploaded(
+    /// The source as the app directory's override files make it, its
+    /// type, and whether it may render in the shared tree.
+    async fn prepare(
         &self,
         request: &ManifestRequest,
-        snapshot: Arc<source::Snapshot>,
-        revision: &str,
-    ) -> Result<ManifestResult, Error> {
-        let app_dir = snapshot.app_dir(&request.source.path)?;
+        snapshot: &Arc<source::Snapshot>,
+        app_dir: std::path::PathBuf,
+    ) -> Result<Prepared, Error> {
         let mut source = request.source.clone();
         let (dir, shared) = (app_dir.clone(), snapshot.clone());
         let (app_name, enabled) = (
@@ -1307,18 +1281,26 @@ impl Renderer {
             })
             .await
             .map_err(join_error)??;
-        self.render_prepared(
-            request,
-            snapshot,
-            Prepared {
-                app_dir,
-                source,
-                source_type,
-                allow_concurrency,
-            },
-            revision.to_string(),
-        )
-        .await
+        Ok(Prepared {
+            app_dir,
+            source,
+            source_type,
+            allow_concurrency,
+        })
+    }
+
+    /// Renders a tree that does not come from git (an uploaded archive,
+    /// `GenerateManifestWithFiles`) at `request.source.path` of it.
+    async fn render_uploaded(
+        &self,
+        request: &ManifestRequest,
+        snapshot: Arc<source::Snapshot>,
+        revision: &str,
+    ) -> Result<ManifestResult, Error> {
+        let app_dir = snapshot.app_dir(&request.source.path)?;
+        let prepared = self.prepare(request, &snapshot, app_dir).await?;
+        self.render_prepared(request, snapshot, prepared, revision.to_string())
+            .await
     }
 
     /// The render itself, once the tree is on disk and the source known.
