@@ -133,6 +133,37 @@ async fn charts_render_from_a_helm_repository() {
         .test_repository(TestRepositoryRequest { repo: Some(repo()) })
         .await
         .unwrap();
+
+    // The UI's view of a chart source: its values and parameters.
+    let details = client
+        .get_app_details(
+            manifold::grpc::proto::repository::RepoServerAppDetailsQuery {
+                repo: Some(repo()),
+                source: Some(ApplicationSource {
+                    repo_url: charts.url.clone(),
+                    chart: "web".into(),
+                    target_revision: "1.x".into(),
+                    ..Default::default()
+                }),
+                app_name: "release".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(details.r#type, "Helm");
+    let helm = details.helm.unwrap();
+    assert_eq!(helm.value_files, ["values.yaml"]);
+    assert_eq!(helm.values, "value: one-ten\n");
+    assert_eq!(helm.parameters.len(), 1);
+    assert_eq!(
+        (
+            helm.parameters[0].name.as_str(),
+            helm.parameters[0].value.as_str()
+        ),
+        ("value", "one-ten")
+    );
     server.shutdown().await.unwrap();
 }
 

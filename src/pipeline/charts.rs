@@ -17,6 +17,46 @@ enum Origin {
     Registry(oci::Reference),
 }
 
+/// Extracts the chart (or artifact) at `version` into a new uploaded
+/// snapshot; the request's app path then points into it (a chart archive
+/// holds the chart in a directory named after the chart's last path
+/// segment; an artifact is the tree itself).
+async fn materialise(
+    renderer: &super::Renderer,
+    charts: &crate::charts::Charts,
+    origin: &Origin,
+    mut request: ManifestRequest,
+    version: &str,
+) -> Result<(Arc<crate::source::Snapshot>, ManifestRequest), Error> {
+    let dir = renderer.snapshots.new_upload_dir()?;
+    match origin {
+        Origin::Repository(index) => charts
+            .extract(
+                &request.repo_url,
+                index,
+                &request.source.chart,
+                version,
+                dir.path(),
+            )
+            .await
+            .map_err(Error::Charts)?,
+        Origin::Registry(reference) => {
+            extract_artifact(charts, &request.repo_url, reference, version, dir.path()).await?
+        }
+    }
+    let snapshot = renderer.snapshots.adopt(dir, version)?;
+    if !request.source.chart.is_empty() {
+        request.source.path = request
+            .source
+            .chart
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+    }
+    Ok((snapshot, request))
+}
+
 /// Extracts the artifact `version` names into `destination`: its Helm
 /// chart layer, or its one tar+gzip layer.
 async fn extract_artifact(
@@ -200,6 +240,36 @@ impl Pipeline {
         Ok(manifest.annotations)
     }
 
+    /// Where the chart (or artifact) of `request` comes from, and the
+    /// version its revision names.
+    async fn chart_origin(
+        &self,
+        request: &ManifestRequest,
+        oci: bool,
+    ) -> Result<(Origin, String), Error> {
+        let fresh = request.no_cache || request.no_revision_cache;
+        if oci {
+            let (reference, version) = self.oci_artifact(request).await?;
+            Ok((Origin::Registry(reference), version))
+        } else {
+            let (index, version) = self.resolve_chart_version(request, fresh).await?;
+            Ok((Origin::Repository(index), version))
+        }
+    }
+
+    /// The tree of a chart source at its version, and the request with
+    /// the app path pointing into it (`GetAppDetails`).
+    pub(super) async fn chart_tree(
+        &self,
+        request: ManifestRequest,
+        oci: bool,
+    ) -> Result<(Arc<crate::source::Snapshot>, ManifestRequest, String), Error> {
+        let (origin, version) = self.chart_origin(&request, oci).await?;
+        let (snapshot, request) =
+            materialise(&self.renderer, &self.charts, &origin, request, &version).await?;
+        Ok((snapshot, request, version))
+    }
+
     /// `GenerateManifest` for a chart of a Helm repository or registry, or
     /// an OCI artifact.
     pub(super) async fn generate_chart(
@@ -207,14 +277,7 @@ impl Pipeline {
         request: ManifestRequest,
         oci: bool,
     ) -> Result<(ManifestResult, Served), Error> {
-        let fresh = request.no_cache || request.no_revision_cache;
-        let (origin, version) = if oci {
-            let (reference, version) = self.oci_artifact(&request).await?;
-            (Origin::Registry(reference), version)
-        } else {
-            let (index, version) = self.resolve_chart_version(&request, fresh).await?;
-            (Origin::Repository(index), version)
-        };
+        let (origin, version) = self.chart_origin(&request, oci).await?;
         let tools = self.renderer.tools.fingerprint().await;
         let encoded = cache::key::encode(&RenderInputs::of(&request, &tools));
         let key = cache::key::render_encoded(&request.repo_url.normalized(), &version, &encoded);
@@ -232,42 +295,8 @@ impl Pipeline {
         let flight = self.renders.join(flight_key, move || async move {
             let result = async {
                 let _permit = renderer.permit().await?;
-                let dir = renderer.snapshots.new_upload_dir()?;
-                match &origin {
-                    Origin::Repository(index) => charts
-                        .extract(
-                            &request.repo_url,
-                            index,
-                            &request.source.chart,
-                            &version,
-                            dir.path(),
-                        )
-                        .await
-                        .map_err(Error::Charts)?,
-                    Origin::Registry(reference) => {
-                        extract_artifact(
-                            &charts,
-                            &request.repo_url,
-                            reference,
-                            &version,
-                            dir.path(),
-                        )
-                        .await?
-                    }
-                }
-                let snapshot = renderer.snapshots.adopt(dir, &version)?;
-                // A chart archive holds the chart in a directory named
-                // after its last path segment; an artifact is the tree.
-                let mut request = request;
-                if !request.source.chart.is_empty() {
-                    request.source.path = request
-                        .source
-                        .chart
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                }
+                let (snapshot, request) =
+                    materialise(&renderer, &charts, &origin, request, &version).await?;
                 renderer.render_uploaded(&request, snapshot, &version).await
             }
             .await;

@@ -33,11 +33,32 @@ impl Pipeline {
         &self,
         request: ManifestRequest,
     ) -> Result<(SourceType, AppDetails), Error> {
-        if request.repo_type != super::RepoType::Git || !request.source.chart.is_empty() {
-            return Err(Error::NotImplemented {
-                what: "GetAppDetails for Helm-repository and OCI sources".to_string(),
-            });
-        }
+        let oci = request.repo_type == super::RepoType::Oci
+            || request.repo_url.as_str().starts_with("oci://")
+            || request.enable_oci;
+        let (snapshot, request, sha) = if oci
+            || request.repo_type == super::RepoType::Helm
+            || !request.source.chart.is_empty()
+        {
+            self.chart_tree(request, oci).await?
+        } else {
+            self.git_tree(request).await?
+        };
+        self.details_of(request, snapshot, sha).await
+    }
+
+    /// The commit's tree of a git source.
+    async fn git_tree(
+        &self,
+        request: ManifestRequest,
+    ) -> Result<
+        (
+            std::sync::Arc<crate::source::Snapshot>,
+            ManifestRequest,
+            String,
+        ),
+        Error,
+    > {
         let fresh = request.no_cache || request.no_revision_cache;
         // As Argo CD, an unknown revision is the caller's mistake.
         let sha = self
@@ -58,6 +79,16 @@ impl Pipeline {
             .snapshots
             .get(&request.repo_url, &store, &sha, None)
             .await?;
+        Ok((snapshot, request, sha))
+    }
+
+    /// The details of the app at the request's path of `snapshot`.
+    async fn details_of(
+        &self,
+        request: ManifestRequest,
+        snapshot: std::sync::Arc<crate::source::Snapshot>,
+        sha: String,
+    ) -> Result<(SourceType, AppDetails), Error> {
         let app_dir = snapshot.app_dir(&request.source.path)?;
         let prepared = self
             .renderer
