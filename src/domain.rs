@@ -184,6 +184,22 @@ impl RepoUrl {
     }
 }
 
+/// The host of an `scheme://[user@]host[:port]/...` or `[user@]host:path`
+/// URL, without port (the name CA bundles are filed under).
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = match url.split_once("://") {
+        Some((_, rest)) => rest,
+        None => url.split_once(':')?.0,
+    };
+    let authority = rest.split('/').next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
 /// [`RepoUrl::webhook_identity`] of any URL text (webhook payloads carry
 /// web URLs as well as clone URLs).
 pub fn webhook_identity(url: &str) -> String {

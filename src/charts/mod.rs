@@ -376,7 +376,7 @@ impl Charts {
     fn client(&self, repo_url: &RepoUrl) -> Result<reqwest::Client, String> {
         use sha2::{Digest, Sha256};
         let credentials = repo_url.credentials().cloned().unwrap_or_default();
-        let ca = host(repo_url.as_str())
+        let ca = crate::domain::url_host(repo_url.as_str())
             .map(|host| self.config.tls_data_path.join(host))
             .filter(|path| path.is_file());
         let ca_pem = ca.as_ref().and_then(|path| std::fs::read(path).ok());
@@ -477,18 +477,6 @@ fn origin(url: &str) -> String {
     }
 }
 
-/// The host of a URL, without port.
-fn host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let host = authority.rsplit('@').next()?;
-    let host = match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    };
-    (!host.is_empty()).then(|| host.to_string())
-}
-
 fn redact(url: &str) -> String {
     crate::domain::redact_url(url)
 }
@@ -509,9 +497,11 @@ fn describe(err: &reqwest::Error) -> String {
     redact(&text)
 }
 
-/// A rustls configuration: system roots (or the host's CA bundle), or no
-/// verification at all when insecure; a client certificate when given.
-fn tls_config(
+/// A rustls configuration (ring): the system roots (`SSL_CERT_FILE`, else
+/// the first CA bundle found) or the host's CA bundle, or no verification
+/// at all when insecure; a client certificate when given. Every HTTP
+/// client of the server is built on it.
+pub(crate) fn tls_config(
     insecure: bool,
     ca_pem: Option<&[u8]>,
     identity: Option<(&String, &String)>,
@@ -527,36 +517,16 @@ fn tls_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
     } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_pem {
+        let roots = match ca_pem {
             Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
                 roots.add_parsable_certificates(
                     CertificateDer::pem_slice_iter(pem).filter_map(Result::ok),
                 );
+                roots
             }
-            None => {
-                let bundles = std::env::var_os("SSL_CERT_FILE")
-                    .map(PathBuf::from)
-                    .into_iter()
-                    .chain(
-                        [
-                            "/etc/ssl/certs/ca-certificates.crt",
-                            "/etc/pki/tls/certs/ca-bundle.crt",
-                            "/etc/ssl/cert.pem",
-                        ]
-                        .map(PathBuf::from),
-                    );
-                for bundle in bundles {
-                    if let Ok(certs) = CertificateDer::pem_file_iter(&bundle) {
-                        let (added, _) =
-                            roots.add_parsable_certificates(certs.filter_map(Result::ok));
-                        if added > 0 {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+            None => system_roots(),
+        };
         builder.with_root_certificates(roots)
     };
     match identity {
@@ -573,6 +543,39 @@ fn tls_config(
         }
         None => Ok(builder.with_no_client_auth()),
     }
+}
+
+/// System CA bundles; the first one found is used (after `SSL_CERT_FILE`).
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
+    "/etc/ssl/ca-bundle.pem",             // openSUSE
+    "/etc/ssl/cert.pem",                  // Alpine, macOS
+];
+
+/// Roots from `SSL_CERT_FILE`, else the first system CA bundle found. An
+/// empty store (HTTPS requests then fail with a certificate error) is
+/// logged, not fatal: the server may never make an HTTPS request.
+fn system_roots() -> rustls::RootCertStore {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(CA_BUNDLES.iter().map(PathBuf::from));
+    for path in candidates {
+        let Ok(certs) = CertificateDer::pem_file_iter(&path) else {
+            continue;
+        };
+        let (added, ignored) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
+        if added > 0 {
+            tracing::debug!(path = %path.display(), added, ignored, "loaded system CA roots");
+            return roots;
+        }
+    }
+    tracing::warn!("no system CA bundle found; HTTPS requests will fail verification");
+    roots
 }
 
 /// Accepts any server certificate (a repository marked `insecure`);
@@ -643,7 +646,7 @@ mod tests {
             "https://charts.example.com:8443"
         );
         assert_eq!(
-            host("https://u@h.example:99/x").as_deref(),
+            crate::domain::url_host("https://u@h.example:99/x"),
             Some("h.example")
         );
     }

@@ -49,14 +49,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest excerpt of an error response body kept in a message.
 const BODY_EXCERPT_CHARS: usize = 200;
 
-/// System CA bundles, the first one found is used (after `SSL_CERT_FILE`).
-const CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Alpine
-    "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
-    "/etc/ssl/ca-bundle.pem",             // openSUSE
-    "/etc/ssl/cert.pem",                  // Alpine, macOS
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("GitHub App private key is not a valid PEM RSA key ({reason})")]
@@ -234,39 +226,7 @@ fn base_url(app: &GitHubApp) -> String {
 
 /// rustls (ring) with the roots of the system CA bundle.
 fn tls_config() -> Result<rustls::ClientConfig, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Client(e.to_string()))?
-        .with_root_certificates(system_roots())
-        .with_no_client_auth();
-    Ok(config)
-}
-
-/// Roots from `SSL_CERT_FILE`, else the first system CA bundle found. An
-/// empty store (HTTPS requests then fail with a certificate error) is
-/// logged, not fatal: the server may never need a GitHub App.
-fn system_roots() -> rustls::RootCertStore {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-
-    let mut roots = rustls::RootCertStore::empty();
-    let from_env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
-    let candidates = from_env
-        .into_iter()
-        .chain(CA_BUNDLES.iter().map(std::path::PathBuf::from));
-    for path in candidates {
-        let Ok(certs) = CertificateDer::pem_file_iter(&path) else {
-            continue;
-        };
-        let (added, ignored) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
-        if added > 0 {
-            tracing::debug!(path = %path.display(), added, ignored, "loaded CA roots for GitHub App tokens");
-            return roots;
-        }
-    }
-    tracing::warn!("no system CA bundle found; GitHub App token requests over HTTPS will fail");
-    roots
+    crate::charts::tls_config(false, None, None).map_err(Error::Client)
 }
 
 /// Parses a PEM RSA private key: PKCS#1 (`RSA PRIVATE KEY`, what GitHub

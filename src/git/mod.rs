@@ -337,7 +337,7 @@ fn git_invocation(
     }
     if credentials.insecure {
         invocation = invocation.env("GIT_SSL_NO_VERIFY", "true");
-    } else if let Some(ca) = host_of(&url)
+    } else if let Some(ca) = crate::domain::url_host(&url)
         .map(|host| config.tls_data_path.join(host))
         .filter(|path| path.is_file())
     {
@@ -435,22 +435,6 @@ fn private_dir() -> std::path::PathBuf {
     }
 }
 
-/// The host of an `scheme://[user@]host[:port]/...` or `[user@]host:path`
-/// URL, without port.
-fn host_of(url: &str) -> Option<&str> {
-    let rest = match url.split_once("://") {
-        Some((_, rest)) => rest,
-        None => url.split_once(':')?.0,
-    };
-    let authority = rest.split('/').next()?;
-    let host = authority.rsplit('@').next()?;
-    let host = match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    };
-    (!host.is_empty()).then_some(host)
-}
-
 /// Single-quotes `text` for the shell git runs `GIT_SSH_COMMAND` with.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
@@ -487,8 +471,14 @@ mod tests {
             for_git("git@github.com:o/r.git").0,
             "git@github.com:o/r.git"
         );
-        assert_eq!(host_of("ssh://git@h.example:22/x"), Some("h.example"));
-        assert_eq!(host_of("git@h.example:o/r"), Some("h.example"));
+        assert_eq!(
+            crate::domain::url_host("ssh://git@h.example:22/x"),
+            Some("h.example")
+        );
+        assert_eq!(
+            crate::domain::url_host("git@h.example:o/r"),
+            Some("h.example")
+        );
         assert_eq!(shell_quote("/tmp/it's"), "'/tmp/it'\\''s'");
     }
 

@@ -11,6 +11,14 @@ use crate::cache;
 use crate::charts::{oci, Index};
 use crate::domain::RepoUrl;
 
+/// The registry repository `repo_url` (plus `chart`) names.
+fn registry_reference(repo_url: &RepoUrl, chart: &str) -> Result<oci::Reference, Error> {
+    let plain_http = repo_url.credentials().is_some_and(|c| c.plain_http);
+    oci::Reference::parse(repo_url.as_str(), chart, plain_http).ok_or_else(|| Error::Invalid {
+        message: format!("{} does not name an OCI repository", repo_url.redacted()),
+    })
+}
+
 /// Where a chart or artifact comes from.
 enum Origin {
     Repository(Index),
@@ -169,15 +177,7 @@ impl Pipeline {
         &self,
         request: &ManifestRequest,
     ) -> Result<(oci::Reference, String), Error> {
-        let plain_http = request.repo_url.credentials().is_some_and(|c| c.plain_http);
-        let reference =
-            oci::Reference::parse(request.repo_url.as_str(), &request.source.chart, plain_http)
-                .ok_or_else(|| Error::Invalid {
-                    message: format!(
-                        "{} does not name an OCI repository",
-                        request.repo_url.redacted()
-                    ),
-                })?;
+        let reference = registry_reference(&request.repo_url, &request.source.chart)?;
         let revision = request.revision.trim();
         if revision.starts_with("sha256:") || crate::semver::is_version(revision) {
             return Ok((reference, revision.to_string()));
@@ -206,13 +206,7 @@ impl Pipeline {
 
     /// `ListOCITags`.
     pub async fn oci_tags(&self, repo_url: &RepoUrl) -> Result<Vec<String>, Error> {
-        let plain_http = repo_url.credentials().is_some_and(|c| c.plain_http);
-        let reference =
-            oci::Reference::parse(repo_url.as_str(), "", plain_http).ok_or_else(|| {
-                Error::Invalid {
-                    message: format!("{} does not name an OCI repository", repo_url.redacted()),
-                }
-            })?;
+        let reference = registry_reference(repo_url, "")?;
         self.charts
             .oci_tags(repo_url, &reference)
             .await
@@ -225,13 +219,7 @@ impl Pipeline {
         repo_url: &RepoUrl,
         revision: &str,
     ) -> Result<std::collections::BTreeMap<String, String>, Error> {
-        let plain_http = repo_url.credentials().is_some_and(|c| c.plain_http);
-        let reference =
-            oci::Reference::parse(repo_url.as_str(), "", plain_http).ok_or_else(|| {
-                Error::Invalid {
-                    message: format!("{} does not name an OCI repository", repo_url.redacted()),
-                }
-            })?;
+        let reference = registry_reference(repo_url, "")?;
         let manifest = self
             .charts
             .oci_manifest(repo_url, &reference, revision)
