@@ -427,8 +427,8 @@ pub struct Pipeline {
     diffs: Flights<Result<Arc<Vec<String>>, Arc<Error>>>,
     /// Recently answered apps, for pre-rendering after a push.
     recent: recent::Recent,
-    /// App-index entries this replica recorded recently (see
-    /// `revisions::remember`).
+    /// Render keys whose answers this replica recorded recently in the app
+    /// index and among the recent apps (see `revisions::remember`).
     indexed: moka::sync::Cache<String, ()>,
     /// Per remote (normalised URL): bumped by every push, so a ref
     /// listing that started before a push does not store its result
@@ -848,7 +848,7 @@ impl Pipeline {
         if !request.no_cache {
             if let Some(answer) = self.cached_manifest(&key).await {
                 if answer.is_ok() {
-                    self.remember(&request, &commit_sha, &encoded).await;
+                    self.remember(&request, &commit_sha, &encoded, &key).await;
                 }
                 return answer.map(|result| (result, Served::RequestKey));
             }
@@ -874,7 +874,7 @@ impl Pipeline {
                 });
                 if let Ok(result) = &answer {
                     self.alias(&key, result).await;
-                    self.remember(&request, &commit_sha, &encoded).await;
+                    self.remember(&request, &commit_sha, &encoded, &key).await;
                 }
                 return answer.map(|result| (result, Served::ContentKey));
             }
@@ -914,7 +914,8 @@ impl Pipeline {
             if content_key.is_some() {
                 self.alias(&key, result).await;
             }
-            self.remember(&remembered, &result.revision, &encoded).await;
+            self.remember(&remembered, &result.revision, &encoded, &key)
+                .await;
         }
         result.map(|result| (result, served))
     }

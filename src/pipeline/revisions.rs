@@ -104,7 +104,18 @@ impl Pipeline {
     /// inputs `encoded`: in the app index (for moving renders between
     /// commits) and among the recently requested apps (for pre-rendering
     /// after a push).
-    pub(super) async fn remember(&self, request: &ManifestRequest, commit: &str, encoded: &[u8]) {
+    /// `key` is the request's render key (at `commit`, from `encoded`):
+    /// once recorded, a cache hit under it costs one in-process lookup.
+    pub(super) async fn remember(
+        &self,
+        request: &ManifestRequest,
+        commit: &str,
+        encoded: &[u8],
+        key: &str,
+    ) {
+        if self.indexed.contains_key(key) {
+            return;
+        }
         self.recent.note(request, commit, encoded);
         let identity = AppIdentity::new(
             &request.source,
@@ -117,14 +128,8 @@ impl Pipeline {
         let Ok(variant) = std::str::from_utf8(encoded) else {
             return;
         };
-        // Recorded already (by this replica, recently): nothing to do, so
-        // a cache hit costs one hash here, not an index read.
-        let recorded = key::render_encoded(&index, "", encoded);
-        if self.indexed.contains_key(&recorded) {
-            return;
-        }
         self.add_to_index(&index, &[variant.to_string()]).await;
-        self.indexed.insert(recorded, ());
+        self.indexed.insert(key.to_string(), ());
     }
 
     async fn read_index(&self, index: &str) -> Vec<String> {
