@@ -300,6 +300,10 @@ install_packages() {
   if ! command -v docker-registry >/dev/null 2>&1; then
     missing+=(docker-registry)
   fi
+  # git-lfs: repositories with enableLfs (and their test fixtures).
+  if ! git lfs version >/dev/null 2>&1; then
+    missing+=(git-lfs)
+  fi
   if ((${#missing[@]} == 0)); then
     return 0
   fi
@@ -310,6 +314,7 @@ install_packages() {
   fi
   [[ -x /usr/sbin/sshd ]] || die "/usr/sbin/sshd still missing after apt-get install"
   command -v docker-registry >/dev/null 2>&1 || die "docker-registry still missing after apt-get install"
+  git lfs version >/dev/null 2>&1 || die "git lfs still missing after apt-get install"
 }
 
 # --- .gitignore --------------------------------------------------------------

@@ -325,6 +325,16 @@ pub struct ServeArgs {
     /// `GetGitDirectories` also lists directories whose name starts with `.`.
     #[arg(long, env = "ARGOCD_REPO_SERVER_INCLUDE_HIDDEN_DIRECTORIES")]
     pub include_hidden_directories: bool,
+    /// Renders include git submodules (`true`/`false`, as Go reads it).
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_GIT_MODULES_ENABLED",
+        default_value = "true",
+        value_parser = go_bool,
+        action = clap::ArgAction::Set
+    )]
+    pub git_modules_enabled: bool,
     /// CA certificates for HTTPS remotes, one file per host
     /// (`argocd-tls-certs-cm` is mounted here).
     #[arg(
@@ -757,6 +767,7 @@ impl ServeArgs {
                 )?)
                 .unwrap_or(u32::MAX),
                 include_hidden_directories: self.include_hidden_directories,
+                git_modules_enabled: self.git_modules_enabled,
                 upload_limits: crate::source::tarball::Limits {
                     max_compressed: parse_quantity(&self.streamed_manifest_max_tar_size)
                         .map_err(|m| invalid("--streamed-manifest-max-tar-size", m))?,
@@ -783,6 +794,15 @@ impl ServeArgs {
                 plugin_sockets: self.plugin_sock_file_path.clone(),
             },
         })
+    }
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it.
+fn go_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean")),
     }
 }
 

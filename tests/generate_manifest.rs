@@ -5,7 +5,10 @@ mod common;
 
 use common::fixtures::{ExampleRepo, GitHttpServer, GitRepo};
 use common::*;
-use manifold::grpc::proto::v1alpha1::{ApplicationSourceDirectory, ApplicationSourceHelm};
+use manifold::grpc::proto::repository::ResolveRevisionRequest;
+use manifold::grpc::proto::v1alpha1::{
+    ApplicationSource, ApplicationSourceDirectory, ApplicationSourceHelm,
+};
 use serde_json::json;
 use tonic::Code;
 
@@ -547,21 +550,22 @@ async fn fetches_over_smart_http_and_https() {
 }
 
 #[tokio::test]
-async fn what_is_not_built_yet_is_refused_not_rendered_wrongly() {
+async fn lfs_pointers_gitlinks_overrides_and_semver_revisions() {
     let example = ExampleRepo::build();
     let server = start_plaintext().await;
     let mut client = client(&server).await;
     let url = example.repo.url();
-    let refused = |result: Result<tonic::Response<_>, tonic::Status>, text: &str| {
-        let status = result.expect_err("must be refused");
-        assert_eq!(status.code(), Code::Unimplemented, "{}", status.message());
-        assert!(status.message().contains(text), "{}", status.message());
-    };
-    refused(
-        client
-            .generate_manifest(manifest_request(&url, "lfs", "main"))
-            .await,
-        "Git LFS",
+    // An LFS pointer without enableLfs is not a manifest, and the error
+    // says what to do.
+    let status = client
+        .generate_manifest(manifest_request(&url, "lfs", "main"))
+        .await
+        .expect_err("a pointer is not a manifest");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("enableLfs"),
+        "{}",
+        status.message()
     );
     // Override files are merged (here: `recurse: true`).
     let response = client
@@ -574,28 +578,24 @@ async fn what_is_not_built_yet_is_refused_not_rendered_wrongly() {
         recurse: true,
         ..Default::default()
     };
-    refused(
-        client
-            .generate_manifest(with_directory(
-                manifest_request(&url, "withsub", "main"),
-                recursive,
-            ))
-            .await,
-        "withsub/vendored",
-    );
-    refused(
-        client
-            .generate_manifest(manifest_request(&url, "withsub/vendored", "main"))
-            .await,
-        "withsub/vendored",
-    );
-    // Not recursing, the submodule directory is not read: this renders.
+    // A gitlink `.gitmodules` does not name is an empty directory, as in
+    // a checkout: recursing finds nothing there, and the directory itself
+    // renders nothing.
     let response = client
-        .generate_manifest(manifest_request(&url, "withsub", "main"))
+        .generate_manifest(with_directory(
+            manifest_request(&url, "withsub", "main"),
+            recursive,
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(names(&response.manifests), ["s"]);
+    let response = client
+        .generate_manifest(manifest_request(&url, "withsub/vendored", "main"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.manifests.is_empty());
     // A semver constraint names the highest matching tag (v1.0.0).
     let response = client
         .generate_manifest(manifest_request(&url, "guestbook", "1.x"))
@@ -609,12 +609,67 @@ async fn what_is_not_built_yet_is_refused_not_rendered_wrongly() {
         .unwrap()
         .into_inner();
     assert_eq!(response.revision, example.first);
-    let mut prefixed = manifest_request(&url, "guestbook", "1.x");
-    prefixed.application_source.as_mut().unwrap().tag_prefix = "app/".into();
-    refused(client.generate_manifest(prefixed).await, "tagPrefix");
-    let mut lfs = manifest_request(&url, "guestbook", "main");
-    lfs.repo.as_mut().unwrap().enable_lfs = true;
-    refused(client.generate_manifest(lfs).await, "enableLfs");
+    // tagPrefix: only tags with the prefix count, compared without it.
+    example.repo.tag("app/v1.2.0").tag("app/2.0.0-rc.1");
+    let head = example.repo.head();
+    let prefixed = |revision: &str| {
+        let mut request = manifest_request(&url, "guestbook", revision);
+        request.application_source.as_mut().unwrap().tag_prefix = "app/".into();
+        // The tags are newer than the cached listing.
+        request.no_revision_cache = true;
+        request
+    };
+    for revision in ["1.x", ">=1.1.0 <2.0.0", "v1.2.0"] {
+        let response = client
+            .generate_manifest(prefixed(revision))
+            .await
+            .unwrap_or_else(|s| panic!("{revision}: {}", s.message()))
+            .into_inner();
+        assert_eq!(response.revision, head, "{revision}");
+    }
+    // An exact version gets the prefix: `app/1.2.0` is no tag.
+    let status = client
+        .generate_manifest(prefixed("1.2.0"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+    assert!(
+        status.message().contains("app/1.2.0"),
+        "{}",
+        status.message()
+    );
+    // Without the prefix, prefixed tags are not versions.
+    let response = client
+        .generate_manifest(manifest_request(&url, "guestbook", "1.x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.revision, example.first);
+    // ResolveRevision applies the source's prefix too.
+    let app = manifold::grpc::proto::v1alpha1::Application {
+        spec: Some(manifold::grpc::proto::v1alpha1::ApplicationSpec {
+            source: Some(ApplicationSource {
+                repo_url: url.clone(),
+                path: "guestbook".into(),
+                tag_prefix: "app/".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let resolved = client
+        .resolve_revision(ResolveRevisionRequest {
+            repo: repo(&url),
+            app: Some(app),
+            ambiguous_revision: "1.x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resolved.revision, head);
+    assert_eq!(resolved.ambiguous_revision, format!("1.x ({head})"));
 }
 
 #[tokio::test]

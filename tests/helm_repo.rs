@@ -8,9 +8,11 @@ mod common;
 use common::fixtures::HelmRepoServer;
 use common::*;
 use manifold::grpc::proto::repository::{
-    HelmChartsRequest, ManifestRequest, TestRepositoryRequest,
+    HelmChartsRequest, ManifestRequest, ResolveRevisionRequest, TestRepositoryRequest,
 };
-use manifold::grpc::proto::v1alpha1::{ApplicationSource, Repository};
+use manifold::grpc::proto::v1alpha1::{
+    Application, ApplicationSource, ApplicationSpec, Repository,
+};
 use tonic::Code;
 
 const CHARTS: [(&str, &str, &str); 4] = [
@@ -133,6 +135,39 @@ async fn charts_render_from_a_helm_repository() {
         .test_repository(TestRepositoryRequest { repo: Some(repo()) })
         .await
         .unwrap();
+
+    // ResolveRevision reads the index for a constraint, and takes an exact
+    // version as it is (as Argo CD does, without asking).
+    let resolve = |revision: &str| ResolveRevisionRequest {
+        repo: Some(repo()),
+        app: Some(Application {
+            spec: Some(ApplicationSpec {
+                source: Some(ApplicationSource {
+                    repo_url: repo().repo,
+                    chart: "web".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ambiguous_revision: revision.to_string(),
+        ..Default::default()
+    };
+    for (revision, expected) in [("1.x", "1.10.0"), ("<1.5", "1.2.0"), ("7.7.7", "7.7.7")] {
+        let resolved = client
+            .resolve_revision(resolve(revision))
+            .await
+            .unwrap_or_else(|s| panic!("{revision}: {s:?}"))
+            .into_inner();
+        assert_eq!(resolved.revision, expected);
+        assert_eq!(
+            resolved.ambiguous_revision,
+            format!("{revision} ({expected})")
+        );
+    }
+    let status = client.resolve_revision(resolve("9.x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     // The UI's view of a chart source: its values and parameters.
     let details = client

@@ -8,9 +8,12 @@ mod common;
 use common::fixtures::OciRegistry;
 use common::*;
 use manifold::grpc::proto::repository::{
-    ListRefsRequest, ManifestRequest, RepoServerRevisionChartDetailsRequest,
+    HelmChartsRequest, ListRefsRequest, ManifestRequest, RepoServerRevisionChartDetailsRequest,
+    ResolveRevisionRequest,
 };
-use manifold::grpc::proto::v1alpha1::{ApplicationSource, Repository};
+use manifold::grpc::proto::v1alpha1::{
+    Application, ApplicationSource, ApplicationSpec, Repository,
+};
 use tonic::Code;
 
 fn request(repo: Repository, chart: &str, path: &str, revision: &str) -> ManifestRequest {
@@ -103,6 +106,69 @@ async fn charts_and_artifacts_from_an_oci_registry() {
         })
         .await
         .unwrap();
+
+    // ResolveRevision: a chart version for Helm-over-OCI, the manifest
+    // digest for an OCI source.
+    let resolve = |repo: Repository, chart: &str, revision: &str| ResolveRevisionRequest {
+        repo: Some(repo.clone()),
+        app: Some(Application {
+            spec: Some(ApplicationSpec {
+                source: Some(ApplicationSource {
+                    repo_url: repo.repo.clone(),
+                    chart: chart.to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ambiguous_revision: revision.to_string(),
+        ..Default::default()
+    };
+    let resolved = client
+        .resolve_revision(resolve(helm_over_oci.clone(), "web", "~1.2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resolved.revision, "1.2.0");
+    assert_eq!(resolved.ambiguous_revision, "~1.2 (1.2.0)");
+    let by_tag = client
+        .resolve_revision(resolve(artifact.clone(), "", "1.10.0"))
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    let by_constraint = client
+        .resolve_revision(resolve(artifact.clone(), "", ">=1.3"))
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    assert!(
+        by_tag.starts_with("sha256:") && by_tag.len() == 71,
+        "{by_tag}"
+    );
+    assert_eq!(by_tag, by_constraint);
+
+    // Chart details come from the chart in the registry.
+    let details = client
+        .get_revision_chart_details(RepoServerRevisionChartDetailsRequest {
+            repo: Some(helm_over_oci.clone()),
+            name: "web".into(),
+            revision: "1.x".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(details.description.contains("web"), "{details:?}");
+    // A registry has no index to list.
+    let status = client
+        .get_helm_charts(HelmChartsRequest {
+            repo: Some(helm_over_oci.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
     // A version the registry does not have.
     let status = client

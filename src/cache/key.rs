@@ -51,6 +51,7 @@ pub fn git_files(
     commit_sha: &str,
     pattern: &str,
     new_globbing: bool,
+    submodules: bool,
 ) -> String {
     format!(
         "gitfiles|v1|{}",
@@ -58,7 +59,7 @@ pub fn git_files(
             repo_normalized.as_bytes(),
             commit_sha.as_bytes(),
             pattern.as_bytes(),
-            &[u8::from(new_globbing)],
+            &[u8::from(new_globbing) | (u8::from(submodules) << 1)],
         ])
     )
 }
@@ -77,13 +78,18 @@ pub fn app_list(repo_normalized: &str, commit_sha: &str) -> String {
 }
 
 /// `GetGitDirectories`' answer for a commit.
-pub fn git_directories(repo_normalized: &str, commit_sha: &str, include_hidden: bool) -> String {
+pub fn git_directories(
+    repo_normalized: &str,
+    commit_sha: &str,
+    include_hidden: bool,
+    submodules: bool,
+) -> String {
     format!(
         "gitdirs|v1|{}",
         digest(&[
             repo_normalized.as_bytes(),
             commit_sha.as_bytes(),
-            &[u8::from(include_hidden)],
+            &[u8::from(include_hidden) | (u8::from(submodules) << 1)],
         ])
     )
 }

@@ -70,6 +70,9 @@ pub struct Manifest {
     pub layers: Vec<Descriptor>,
     #[serde(default)]
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// `sha256:<hex>` of the manifest as served.
+    #[serde(skip)]
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -151,10 +154,14 @@ impl Charts {
                 16 << 20,
             )
             .await?;
-        serde_json::from_slice(&bytes).map_err(|err| Error::Index {
-            repo_url: repo_url.redacted(),
-            message: format!("the manifest of {tag_or_digest} does not parse: {err}"),
-        })
+        let mut manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|err| Error::Index {
+                repo_url: repo_url.redacted(),
+                message: format!("the manifest of {tag_or_digest} does not parse: {err}"),
+            })?;
+        use sha2::{Digest, Sha256};
+        manifest.digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        Ok(manifest)
     }
 
     /// A blob, checked against its digest.

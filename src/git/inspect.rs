@@ -15,7 +15,7 @@
 //! Blocking; no processes, no network.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid, Repository};
 
@@ -83,7 +83,7 @@ pub struct CommitMetadata {
 /// Argo CD's `GetRevisionMetadata` for `commit_sha` (without
 /// `signatureInfo`: see [`is_signed`]).
 pub fn revision_metadata(store: &Path, commit_sha: &str) -> Result<RevisionMetadata, Error> {
-    let (repo, oid) = open_commit(store, commit_sha)?;
+    let (repo, oid) = open_commit(store, &[], commit_sha)?;
     let commit = repo.find_commit(oid)?;
     let author = commit.author();
     let when = author.when();
@@ -107,7 +107,7 @@ pub fn revision_metadata(store: &Path, commit_sha: &str) -> Result<RevisionMetad
 /// Whether the commit object carries a signature header (`gpgsig`, or
 /// `gpgsig-sha256`); the signature itself is not checked.
 pub fn is_signed(store: &Path, commit_sha: &str) -> Result<bool, Error> {
-    let (repo, oid) = open_commit(store, commit_sha)?;
+    let (repo, oid) = open_commit(store, &[], commit_sha)?;
     let commit = repo.find_commit(oid)?;
     Ok(["gpgsig", "gpgsig-sha256"]
         .iter()
@@ -135,13 +135,14 @@ pub fn is_signed(store: &Path, commit_sha: &str) -> Result<bool, Error> {
 /// than `max_total_bytes`.
 pub fn git_files(
     store: &Path,
+    submodules: &[PathBuf],
     commit_sha: &str,
     pattern: &str,
     new_globbing: bool,
     max_total_bytes: u64,
 ) -> Result<BTreeMap<String, Vec<u8>>, Error> {
     let pattern = if pattern.is_empty() { "." } else { pattern };
-    let (repo, oid) = open_commit(store, commit_sha)?;
+    let (repo, oid) = open_commit(store, submodules, commit_sha)?;
     let root = repo.find_commit(oid)?.tree_id();
     let reader = Reader {
         repo: &repo,
@@ -163,14 +164,16 @@ pub fn git_files(
 /// `a-c`). The root is left out; directories whose name starts with `.` are
 /// left out with everything below them unless `include_hidden`. Symlinks
 /// to directories are not listed (WalkDir does not follow them); a
-/// submodule is listed (a checkout has a directory there) but not what it
-/// contains.
+/// submodule is listed (a checkout has a directory there), and what it
+/// contains when its store is among `submodules` (git directories of
+/// submodule stores, see [`super::Stores::fetch_submodules`]).
 pub fn git_directories(
     store: &Path,
+    submodules: &[PathBuf],
     commit_sha: &str,
     include_hidden: bool,
 ) -> Result<Vec<String>, Error> {
-    let (repo, oid) = open_commit(store, commit_sha)?;
+    let (repo, oid) = open_commit(store, submodules, commit_sha)?;
     let root = repo.find_commit(oid)?.tree_id();
     let mut paths = Vec::new();
     walk_directories(&repo, root, "", include_hidden, &mut paths)?;
@@ -189,7 +192,10 @@ fn walk_directories(
         .iter()
         .filter_map(|entry| match entry.kind() {
             Some(ObjectType::Tree) => Some((entry.name_bytes().to_vec(), entry.id(), true)),
-            Some(ObjectType::Commit) => Some((entry.name_bytes().to_vec(), entry.id(), false)),
+            Some(ObjectType::Commit) => Some(match submodule_tree(repo, entry.id()) {
+                Some(tree) => (entry.name_bytes().to_vec(), tree, true),
+                None => (entry.name_bytes().to_vec(), entry.id(), false),
+            }),
             _ => None,
         })
         .collect();
@@ -207,8 +213,20 @@ fn walk_directories(
     Ok(())
 }
 
-fn open_commit(store: &Path, commit_sha: &str) -> Result<(Repository, Oid), Error> {
-    let repo = Repository::open_bare(store)?;
+/// The tree of the submodule commit `gitlink`, when its store is one of
+/// the repository's alternates.
+fn submodule_tree(repo: &Repository, gitlink: Oid) -> Option<Oid> {
+    repo.find_commit(gitlink)
+        .ok()
+        .map(|commit| commit.tree_id())
+}
+
+fn open_commit(
+    store: &Path,
+    submodules: &[PathBuf],
+    commit_sha: &str,
+) -> Result<(Repository, Oid), Error> {
+    let repo = super::open_with_alternates(store, submodules)?;
     let not_found = || Error::CommitNotFound(commit_sha.to_string());
     if commit_sha.len() != 40 || !commit_sha.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(not_found());
@@ -1557,7 +1575,10 @@ fn resolve(repo: &Repository, root: Oid, path: &[u8]) -> Result<Resolved, Error>
         };
         match entry.kind() {
             Some(ObjectType::Tree) => stack.push((component, entry.id())),
-            Some(ObjectType::Commit) => return Ok(Resolved::Submodule),
+            Some(ObjectType::Commit) => match submodule_tree(repo, entry.id()) {
+                Some(tree) => stack.push((component, tree)),
+                None => return Ok(Resolved::Submodule),
+            },
             Some(ObjectType::Blob) if entry.filemode() == SYMLINK_MODE => {
                 links += 1;
                 if links > MAX_SYMLINKS {
@@ -1800,7 +1821,19 @@ impl Globber<'_> {
                     };
                     (Some(opened), false)
                 }
-                Some(ObjectType::Commit) => (None, true),
+                Some(ObjectType::Commit) => match submodule_tree(self.repo, entry.id()) {
+                    Some(tree) => {
+                        let mut physical = dir.physical.clone();
+                        physical.push(entry.name_bytes().to_vec());
+                        let opened = Dir {
+                            path: path.clone(),
+                            tree,
+                            physical,
+                        };
+                        (Some(opened), false)
+                    }
+                    None => (None, true),
+                },
                 Some(ObjectType::Blob) if entry.filemode() == SYMLINK_MODE => {
                     match resolve(self.repo, self.root, path.as_bytes())? {
                         Resolved::Dir(tree, physical) => {
@@ -3391,11 +3424,11 @@ mod tests {
                 Err(Error::CommitNotFound(_))
             ));
             assert!(matches!(
-                git_files(&store, bad, "*", false, 1 << 20),
+                git_files(&store, &[], bad, "*", false, 1 << 20),
                 Err(Error::CommitNotFound(_))
             ));
             assert!(matches!(
-                git_directories(&store, bad, true),
+                git_directories(&store, &[], bad, true),
                 Err(Error::CommitNotFound(_))
             ));
         }
@@ -3421,11 +3454,11 @@ mod tests {
     fn directories_match_argo_cd_tests() {
         let (fx, sha) = argo_git_files_dirs();
         assert_eq!(
-            git_directories(&fx.store(), &sha, false).unwrap(),
+            git_directories(&fx.store(), &[], &sha, false).unwrap(),
             ["app", "app/bar", "app/foo", "app/foo/bar", "somedir"]
         );
         assert_eq!(
-            git_directories(&fx.store(), &sha, true).unwrap(),
+            git_directories(&fx.store(), &[], &sha, true).unwrap(),
             [
                 "app",
                 "app/bar",
@@ -3442,7 +3475,7 @@ mod tests {
         let (fx, sha) = argo_git_files_dirs();
         let store = fx.store();
         // doublestar: `**/` also matches no directory at all.
-        let new = git_files(&store, &sha, "**/config.yaml", true, 1 << 20).unwrap();
+        let new = git_files(&store, &[], &sha, "**/config.yaml", true, 1 << 20).unwrap();
         assert_eq!(
             keys(&new),
             [
@@ -3454,7 +3487,7 @@ mod tests {
         );
         assert_eq!(new["app/foo/config.yaml"], b"foo\n");
         // git pathspec: `**/` needs a slash.
-        let legacy = git_files(&store, &sha, "**/config.yaml", false, 1 << 20).unwrap();
+        let legacy = git_files(&store, &[], &sha, "**/config.yaml", false, 1 << 20).unwrap();
         assert_eq!(
             keys(&legacy),
             [
@@ -3464,10 +3497,10 @@ mod tests {
             ]
         );
         // The default path "." (empty pattern) lists everything (legacy) ...
-        let all = git_files(&store, &sha, "", false, 1 << 20).unwrap();
+        let all = git_files(&store, &[], &sha, "", false, 1 << 20).unwrap();
         assert_eq!(all.len(), 6);
         // ... and is the root directory itself with new globbing.
-        assert!(git_files(&store, &sha, "", true, 1 << 20).is_err());
+        assert!(git_files(&store, &[], &sha, "", true, 1 << 20).is_err());
     }
 
     fn big_fixture() -> (Fixture, String) {
@@ -3501,7 +3534,7 @@ mod tests {
     fn globbing_modes_differ_as_in_argo_cd() {
         let (fx, sha) = big_fixture();
         let store = fx.store();
-        let files = |pattern: &str, new: bool| git_files(&store, &sha, pattern, new, 1 << 20);
+        let files = |pattern: &str, new: bool| git_files(&store, &[], &sha, pattern, new, 1 << 20);
 
         // `*` crosses directories in a pathspec, not in doublestar.
         let legacy = files("*.yaml", false);
@@ -3591,7 +3624,7 @@ mod tests {
             "everything, including the escaping symlinks"
         );
         let (fx, sha) = argo_git_files_dirs();
-        let legacy = git_files(&fx.store(), &sha, ":!*.yaml", false, 1 << 20).unwrap();
+        let legacy = git_files(&fx.store(), &[], &sha, ":!*.yaml", false, 1 << 20).unwrap();
         assert_eq!(keys(&legacy), ["app/bar/.hidden/.keep", "app/bar/.keep"]);
     }
 
@@ -3599,7 +3632,7 @@ mod tests {
     fn symlinks_are_read_through_inside_the_repository() {
         let (fx, sha) = big_fixture();
         let store = fx.store();
-        let files = |pattern: &str, new: bool| git_files(&store, &sha, pattern, new, 1 << 20);
+        let files = |pattern: &str, new: bool| git_files(&store, &[], &sha, pattern, new, 1 << 20);
 
         for new in [false, true] {
             let inside = files("links/inside.yaml", new).unwrap();
@@ -3626,7 +3659,7 @@ mod tests {
     fn symlinks_leaving_the_repository_are_not_followed() {
         let (fx, sha) = big_fixture();
         let store = fx.store();
-        let files = |pattern: &str, new: bool| git_files(&store, &sha, pattern, new, 1 << 20);
+        let files = |pattern: &str, new: bool| git_files(&store, &[], &sha, pattern, new, 1 << 20);
 
         for link in ["escape/up.yaml", "escape/abs.yaml"] {
             let err = files(link, false).unwrap_err().to_string();
@@ -3654,7 +3687,7 @@ mod tests {
     #[test]
     fn doublestar_follows_symlinked_directories_but_not_cycles() {
         let (fx, sha) = big_fixture();
-        let new = git_files(&fx.store(), &sha, "**/values.yaml", true, 1 << 20).unwrap();
+        let new = git_files(&fx.store(), &[], &sha, "**/values.yaml", true, 1 << 20).unwrap();
         assert_eq!(
             keys(&new),
             [
@@ -3673,11 +3706,11 @@ mod tests {
         let sha = fx.commit("loops");
         // Argo CD would list loop/self/a.txt, loop/self/self/a.txt, ... up
         // to the kernel's symlink limit; a cycle is not descended into.
-        let new = git_files(&fx.store(), &sha, "loop/**/*.txt", true, 1 << 20).unwrap();
+        let new = git_files(&fx.store(), &[], &sha, "loop/**/*.txt", true, 1 << 20).unwrap();
         assert_eq!(keys(&new), ["loop/a.txt"]);
-        let new = git_files(&fx.store(), &sha, "loop/*/*.txt", true, 1 << 20).unwrap();
+        let new = git_files(&fx.store(), &[], &sha, "loop/*/*.txt", true, 1 << 20).unwrap();
         assert_eq!(keys(&new), ["loop/self/a.txt"]);
-        let new = git_files(&fx.store(), &sha, "loop/up/*/*.txt", true, 1 << 20).unwrap();
+        let new = git_files(&fx.store(), &[], &sha, "loop/up/*/*.txt", true, 1 << 20).unwrap();
         assert_eq!(keys(&new), ["loop/up/loop/a.txt", "loop/up/other/b.txt"]);
     }
 
@@ -3685,13 +3718,13 @@ mod tests {
     fn submodules_are_skipped() {
         let (fx, sha) = big_fixture();
         let store = fx.store();
-        assert!(git_files(&store, &sha, "vendor", false, 1 << 20)
+        assert!(git_files(&store, &[], &sha, "vendor", false, 1 << 20)
             .unwrap()
             .is_empty());
-        assert!(git_files(&store, &sha, "vendor/*", true, 1 << 20)
+        assert!(git_files(&store, &[], &sha, "vendor/*", true, 1 << 20)
             .unwrap()
             .is_empty());
-        assert!(git_files(&store, &sha, "vendor/**/*", true, 1 << 20)
+        assert!(git_files(&store, &[], &sha, "vendor/**/*", true, 1 << 20)
             .unwrap()
             .is_empty());
     }
@@ -3702,14 +3735,14 @@ mod tests {
         let store = fx.store();
         // apps/a/values.yaml + apps/b/c/values.yaml = 2 + 3 bytes.
         assert_eq!(
-            git_files(&store, &sha, "apps/*/values.yaml", false, 5)
+            git_files(&store, &[], &sha, "apps/*/values.yaml", false, 5)
                 .unwrap()
                 .len(),
             2
         );
-        let err = git_files(&store, &sha, "apps/*/values.yaml", false, 4).unwrap_err();
+        let err = git_files(&store, &[], &sha, "apps/*/values.yaml", false, 4).unwrap_err();
         assert!(err.to_string().contains("more than 4 bytes"), "{err}");
-        assert!(git_files(&store, &sha, "apps/**/values.yaml", true, 4).is_err());
+        assert!(git_files(&store, &[], &sha, "apps/**/values.yaml", true, 4).is_err());
     }
 
     #[test]
@@ -3727,7 +3760,7 @@ mod tests {
             ("/abs/path", false),
             ("a/../../x", false),
         ] {
-            let result = git_files(&store, &sha, pattern, new, 1 << 20);
+            let result = git_files(&store, &[], &sha, pattern, new, 1 << 20);
             assert!(
                 matches!(result, Err(Error::Pattern { .. })),
                 "{pattern}: {result:?}"
@@ -3740,7 +3773,7 @@ mod tests {
         let (fx, sha) = big_fixture();
         let store = fx.store();
         assert_eq!(
-            git_directories(&store, &sha, false).unwrap(),
+            git_directories(&store, &[], &sha, false).unwrap(),
             [
                 "a",
                 "a/b",
@@ -3761,7 +3794,7 @@ mod tests {
                 "vendor/sub",
             ]
         );
-        let with_hidden = git_directories(&store, &sha, true).unwrap();
+        let with_hidden = git_directories(&store, &[], &sha, true).unwrap();
         assert_eq!(
             &with_hidden[..4],
             [".github", ".github/workflows", "a", "a/b"]
@@ -3775,7 +3808,9 @@ mod tests {
         fx.write("README.md", "only root files\n");
         fx.write(".hidden-file", "x\n");
         let sha = fx.commit("flat");
-        assert!(git_directories(&fx.store(), &sha, true).unwrap().is_empty());
+        assert!(git_directories(&fx.store(), &[], &sha, true)
+            .unwrap()
+            .is_empty());
     }
 
     /// Compares the pathspec matcher with `git ls-files` on a work tree.

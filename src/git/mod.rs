@@ -13,15 +13,33 @@ pub mod github_app;
 pub mod inspect;
 mod remote;
 mod store;
+mod submodules;
 pub mod tree;
 
 use std::time::Duration;
 
 pub use remote::{is_abbreviated_sha, is_full_sha, RemoteRef, RemoteRefs, Resolved};
-pub use store::{ExportReport, RepoStore, Stores};
+pub use store::{ExportExtras, ExportReport, RepoStore, Stores};
 
 use crate::domain::RepoUrl;
 use crate::exec;
+
+/// Opens the object store `store` with the object stores `alternates`
+/// (git directories: those of submodules) readable through it, in this
+/// process only. Blocking.
+pub fn open_with_alternates(
+    store: &std::path::Path,
+    alternates: &[std::path::PathBuf],
+) -> Result<git2::Repository, git2::Error> {
+    let repo = git2::Repository::open_bare(store)?;
+    if !alternates.is_empty() {
+        let odb = repo.odb()?;
+        for alternate in alternates {
+            odb.add_disk_alternate(&alternate.join("objects").to_string_lossy())?;
+        }
+    }
+    Ok(repo)
+}
 
 /// The network operations git performs for us.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +128,15 @@ pub enum Error {
     /// git can use (a GitHub App token request failed).
     #[error("credentials for {repo_url} failed: {message}")]
     Credentials { repo_url: String, message: String },
+    /// A submodule of the commit could not be fetched.
+    #[error("submodule {path:?} of {repo_url}: {message}")]
+    Submodule {
+        repo_url: String,
+        path: String,
+        message: String,
+        /// The failure fetching it, if that was the problem.
+        cause: Option<Box<Error>>,
+    },
 }
 
 impl Error {
@@ -139,7 +166,8 @@ impl Error {
             | Error::Credentials { .. }
             | Error::AmbiguousRevision { .. }
             | Error::GitUnavailable { .. }
-            | Error::Store { .. } => false,
+            | Error::Store { .. }
+            | Error::Submodule { .. } => false,
         }
     }
 
@@ -163,6 +191,9 @@ impl Error {
                 .any(|needle| text.contains(needle))
             }
             Error::Shared(inner) => inner.is_auth_failure(),
+            Error::Submodule {
+                cause: Some(inner), ..
+            } => inner.is_auth_failure(),
             _ => false,
         }
     }

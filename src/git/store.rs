@@ -41,6 +41,18 @@ pub struct RepoStore {
     fetch_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// What an export adds to a commit's plain tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ExportExtras {
+    /// Git directories of submodule stores (see
+    /// [`Stores::fetch_submodules`]): a gitlink whose commit one of them
+    /// holds is exported as that commit's tree.
+    pub submodules: Vec<PathBuf>,
+    /// Git LFS pointer files become their content, from the LFS objects
+    /// [`Stores::fetch_lfs`] fetched.
+    pub lfs: bool,
+}
+
 /// What exporting a tree wrote.
 #[derive(Debug, Clone, Default)]
 pub struct ExportReport {
@@ -49,6 +61,8 @@ pub struct ExportReport {
     /// Paths (relative to the root) of submodules, exported as empty
     /// directories because their content is not in this store.
     pub submodules: Vec<String>,
+    /// Git LFS pointers replaced by their content.
+    pub lfs_files: u64,
 }
 
 impl Stores {
@@ -198,6 +212,92 @@ impl Stores {
     }
 }
 
+impl Stores {
+    /// Fetches the Git LFS objects that LFS pointers in the tree of
+    /// `commit_sha` name and the store lacks (`enableLfs`; Argo CD runs
+    /// `git lfs fetch`). Runs under the store's fetch lock; does nothing
+    /// when every object is present.
+    pub async fn fetch_lfs(
+        &self,
+        repo_url: &RepoUrl,
+        store: &Arc<RepoStore>,
+        commit_sha: &str,
+    ) -> Result<(), Error> {
+        let missing = || {
+            let (path, sha) = (store.path.clone(), commit_sha.to_string());
+            async move {
+                tokio::task::spawn_blocking(move || missing_lfs_objects(&path, &sha))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
+                    .map_err(|err| Error::Store {
+                        repo_url: repo_url.redacted(),
+                        message: format!("cannot read LFS pointers: {err}"),
+                    })
+            }
+        };
+        if missing().await? == 0 {
+            return Ok(());
+        }
+        let _fetching = store.fetch_lock.clone().lock_owned().await;
+        if missing().await? == 0 {
+            return Ok(());
+        }
+        let authorised = self.authorised(repo_url).await?;
+        let command = git_invocation(&self.config, &store.path, &authorised)?;
+        // git-lfs needs a named remote; this one exists only for the run.
+        let invocation = command
+            .invocation
+            .clone()
+            .env("GIT_DIR", &store.path)
+            .arg("-c")
+            .arg(format!("remote.origin.url={}", command.url))
+            .args(["lfs", "fetch", "origin", commit_sha]);
+        self.supervisor
+            .run(invocation)
+            .await
+            .map_err(|err| Error::from_exec(err, &authorised, Operation::Fetch))?;
+        Ok(())
+    }
+}
+
+/// How many LFS pointers of `sha`'s tree name an object missing from the
+/// store's `lfs/objects`. Reads only small blobs.
+fn missing_lfs_objects(store: &Path, sha: &str) -> std::io::Result<usize> {
+    let repo = Repository::open_bare(store).map_err(std::io::Error::other)?;
+    let odb = repo.odb().map_err(std::io::Error::other)?;
+    let tree = Oid::from_str(sha)
+        .and_then(|oid| repo.find_commit(oid))
+        .and_then(|commit| commit.tree())
+        .map_err(std::io::Error::other)?;
+    let objects = store.join("lfs/objects");
+    let mut missing = 0;
+    tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+        if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
+            return git2::TreeWalkResult::Ok;
+        }
+        let small = odb
+            .read_header(entry.id())
+            .is_ok_and(|(size, _)| size <= 1024);
+        if !small {
+            return git2::TreeWalkResult::Ok;
+        }
+        if let Some((oid, size)) = repo
+            .find_blob(entry.id())
+            .ok()
+            .and_then(|blob| parse_lfs_pointer(blob.content()))
+        {
+            let path = objects.join(&oid[0..2]).join(&oid[2..4]).join(&oid);
+            if !fs::metadata(path).is_ok_and(|m| m.len() == size) {
+                missing += 1;
+            }
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .map_err(std::io::Error::other)?;
+    Ok(missing)
+}
+
 /// Fetches every branch and tag of `repo_url` into the store at `path`;
 /// if the wanted commit is still missing and was named by full SHA, asks
 /// for it by id (a commit no branch or tag reaches, e.g. a pull-request
@@ -293,19 +393,23 @@ impl RepoStore {
     /// Writes the tree of `commit_sha` (only the directory `subtree` of it
     /// when given, at its place below `destination`) into the new
     /// directory `destination`: files read-only, symlinks as symlinks,
-    /// submodules as empty directories. Entry names git itself would
-    /// refuse (`.`, `..`, `.git`, or containing `/`) are skipped.
-    /// Blocking.
+    /// submodules as their commit's tree when `extras` has it, else as
+    /// empty directories; with `extras.lfs`, LFS pointers as their
+    /// content. Entry names git itself would refuse (`.`, `..`, `.git`,
+    /// or containing `/`) are skipped. Blocking.
     pub fn export_tree(
         &self,
         repo_url: &RepoUrl,
         commit_sha: &str,
         subtree: Option<&str>,
         destination: &Path,
+        extras: &ExportExtras,
     ) -> Result<ExportReport, Error> {
-        export_tree(&self.path, commit_sha, subtree, destination).map_err(|err| Error::Store {
-            repo_url: repo_url.redacted(),
-            message: format!("cannot export commit {commit_sha}: {err}"),
+        export_tree(&self.path, commit_sha, subtree, destination, extras).map_err(|err| {
+            Error::Store {
+                repo_url: repo_url.redacted(),
+                message: format!("cannot export commit {commit_sha}: {err}"),
+            }
         })
     }
 
@@ -354,8 +458,10 @@ fn export_tree(
     sha: &str,
     subtree: Option<&str>,
     destination: &Path,
+    extras: &ExportExtras,
 ) -> std::io::Result<ExportReport> {
-    let repo = Repository::open_bare(store).map_err(std::io::Error::other)?;
+    let repo =
+        super::open_with_alternates(store, &extras.submodules).map_err(std::io::Error::other)?;
     let oid = Oid::from_str(sha).map_err(std::io::Error::other)?;
     let mut tree = repo
         .find_commit(oid)
@@ -377,9 +483,14 @@ fn export_tree(
             tree = next;
         }
     }
-    let mut report = ExportReport::default();
-    write_tree(&repo, &tree, &directory, relative, &mut report)?;
-    Ok(report)
+    let mut export = Export {
+        repo: &repo,
+        lfs_objects: extras.lfs.then(|| store.join("lfs/objects")),
+        report: ExportReport::default(),
+        depth: 0,
+    };
+    export.write_tree(&tree, &directory, relative)?;
+    Ok(export.report)
 }
 
 /// The kustomization and chart file names that make a directory something
@@ -436,62 +547,138 @@ fn self_contained(store: &Path, sha: &str, path: &str) -> Result<bool, git2::Err
     clean(&repo, &tree, 0)
 }
 
-fn write_tree(
-    repo: &Repository,
-    tree: &git2::Tree<'_>,
-    directory: &Path,
-    relative: &str,
-    report: &mut ExportReport,
-) -> std::io::Result<()> {
-    for entry in tree.iter() {
-        let name = entry.name_bytes();
-        if name.is_empty()
-            || name == b"."
-            || name == b".."
-            || name == b".git"
-            || name.contains(&b'/')
-        {
-            continue;
-        }
-        let path = directory.join(std::ffi::OsStr::from_bytes(name));
-        let child_relative = match relative {
-            "" => String::from_utf8_lossy(name).into_owned(),
-            _ => format!("{relative}/{}", String::from_utf8_lossy(name)),
-        };
-        match entry.kind() {
-            Some(ObjectType::Tree) => {
-                fs::DirBuilder::new().mode(0o755).create(&path)?;
-                let subtree = repo.find_tree(entry.id()).map_err(std::io::Error::other)?;
-                write_tree(repo, &subtree, &path, &child_relative, report)?;
+/// Submodules nest at most this deep in an export.
+const MAX_SUBMODULE_DEPTH: usize = 8;
+
+/// One export in progress.
+struct Export<'r> {
+    repo: &'r Repository,
+    /// Where LFS objects are, when pointers are to be replaced.
+    lfs_objects: Option<PathBuf>,
+    report: ExportReport,
+    /// Submodules entered on the way to the current directory.
+    depth: usize,
+}
+
+impl Export<'_> {
+    fn write_tree(
+        &mut self,
+        tree: &git2::Tree<'_>,
+        directory: &Path,
+        relative: &str,
+    ) -> std::io::Result<()> {
+        let repo = self.repo;
+        for entry in tree.iter() {
+            let name = entry.name_bytes();
+            if name.is_empty()
+                || name == b"."
+                || name == b".."
+                || name == b".git"
+                || name.contains(&b'/')
+            {
+                continue;
             }
-            Some(ObjectType::Blob) => {
-                let blob = repo.find_blob(entry.id()).map_err(std::io::Error::other)?;
-                let content = blob.content();
-                if entry.filemode() == 0o120000 {
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(content), &path)?;
-                } else {
-                    let mode = if entry.filemode() & 0o111 != 0 {
-                        0o555
-                    } else {
-                        0o444
-                    };
-                    let mut file = fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(mode)
-                        .open(&path)?;
-                    file.write_all(content)?;
-                    report.bytes += content.len() as u64;
+            let path = directory.join(std::ffi::OsStr::from_bytes(name));
+            let child_relative = match relative {
+                "" => String::from_utf8_lossy(name).into_owned(),
+                _ => format!("{relative}/{}", String::from_utf8_lossy(name)),
+            };
+            match entry.kind() {
+                Some(ObjectType::Tree) => {
+                    fs::DirBuilder::new().mode(0o755).create(&path)?;
+                    let subtree = repo.find_tree(entry.id()).map_err(std::io::Error::other)?;
+                    self.write_tree(&subtree, &path, &child_relative)?;
                 }
-                report.files += 1;
+                Some(ObjectType::Blob) => {
+                    let blob = repo.find_blob(entry.id()).map_err(std::io::Error::other)?;
+                    let content = blob.content();
+                    if entry.filemode() == 0o120000 {
+                        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(content), &path)?;
+                    } else {
+                        let mode = if entry.filemode() & 0o111 != 0 {
+                            0o555
+                        } else {
+                            0o444
+                        };
+                        let mut file = fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(mode)
+                            .open(&path)?;
+                        let object = self
+                            .lfs_objects
+                            .as_deref()
+                            .and_then(|objects| lfs_object(objects, content));
+                        match object {
+                            Some(mut object) => {
+                                self.report.bytes += std::io::copy(&mut object, &mut file)?;
+                                self.report.lfs_files += 1;
+                            }
+                            None => {
+                                file.write_all(content)?;
+                                self.report.bytes += content.len() as u64;
+                            }
+                        }
+                    }
+                    self.report.files += 1;
+                }
+                Some(ObjectType::Commit) => {
+                    fs::DirBuilder::new().mode(0o755).create(&path)?;
+                    // A submodule: its tree, when its store is among the
+                    // alternates; else an empty directory.
+                    match repo.find_commit(entry.id()).and_then(|c| c.tree()) {
+                        Ok(subtree) if self.depth < MAX_SUBMODULE_DEPTH => {
+                            self.depth += 1;
+                            let written = self.write_tree(&subtree, &path, &child_relative);
+                            self.depth -= 1;
+                            written?;
+                        }
+                        _ => self.report.submodules.push(child_relative),
+                    }
+                }
+                _ => {}
             }
-            Some(ObjectType::Commit) => {
-                // A submodule: its content is not in this store.
-                fs::DirBuilder::new().mode(0o755).create(&path)?;
-                report.submodules.push(child_relative);
-            }
-            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The LFS object `pointer` (a blob's content) names, open for reading,
+/// when it is a Git LFS pointer and the object is in `objects` with the
+/// size the pointer gives.
+fn lfs_object(objects: &Path, pointer: &[u8]) -> Option<fs::File> {
+    let (oid, size) = parse_lfs_pointer(pointer)?;
+    let path = objects.join(&oid[0..2]).join(&oid[2..4]).join(&oid);
+    let file = fs::File::open(path).ok()?;
+    (file.metadata().ok()?.len() == size).then_some(file)
+}
+
+/// The sha256 object id and size of a Git LFS pointer file.
+pub(crate) fn parse_lfs_pointer(content: &[u8]) -> Option<(String, u64)> {
+    if content.len() > 1024 {
+        return None;
+    }
+    let text = std::str::from_utf8(content).ok()?;
+    let mut lines = text.lines();
+    let version = lines.next()?;
+    if version != "version https://git-lfs.github.com/spec/v1"
+        && version != "version https://hawser.github.com/spec/v1"
+    {
+        return None;
+    }
+    let (mut oid, mut size) = (None, None);
+    for line in lines {
+        if let Some(value) = line.strip_prefix("oid sha256:") {
+            oid = Some(value);
+        } else if let Some(value) = line.strip_prefix("size ") {
+            size = value.parse::<u64>().ok();
         }
     }
-    Ok(())
+    let oid = oid.filter(|oid| {
+        oid.len() == 64
+            && oid
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })?;
+    Some((oid.to_string(), size?))
 }

@@ -231,11 +231,6 @@ fn directory_spec(d: ApplicationSourceDirectory) -> spec::DirectorySpec {
 /// The source to render, in domain terms.
 pub fn source(source: Option<&ApplicationSource>) -> Result<spec::SourceSpec, Status> {
     let source = source.cloned().unwrap_or_default();
-    if !source.tag_prefix.is_empty() {
-        return Err(Status::unimplemented(
-            "tagPrefix (semver tags with a prefix) is not implemented yet",
-        ));
-    }
     Ok(spec::SourceSpec {
         repo_url: source.repo_url,
         path: source.path,
@@ -248,6 +243,7 @@ pub fn source(source: Option<&ApplicationSource>) -> Result<spec::SourceSpec, St
         directory: source.directory.map(directory_spec),
         // Plugins are a later milestone; only presence matters for now.
         plugin: source.plugin.map(|p| serde_json::json!({ "name": p.name })),
+        tag_prefix: source.tag_prefix,
     })
 }
 
@@ -269,11 +265,6 @@ fn kustomize_options(options: Option<KustomizeOptions>) -> kustomize::KustomizeO
 
 pub fn manifest_request(request: ManifestRequest) -> Result<pipeline::ManifestRequest, Status> {
     let (repo_url, repo_type) = repository(request.repo.as_ref())?;
-    if request.repo.as_ref().is_some_and(|repo| repo.enable_lfs) {
-        return Err(Status::unimplemented(
-            "Git LFS (enableLfs) is not implemented yet",
-        ));
-    }
     let application_source = request.application_source.as_ref();
     let source = source(application_source)?;
     let revision = if request.revision.is_empty() {
@@ -304,6 +295,7 @@ pub fn manifest_request(request: ManifestRequest) -> Result<pipeline::ManifestRe
         no_revision_cache: request.no_revision_cache,
         manifest_generate_paths: request.annotation_manifest_generate_paths,
         enable_oci: request.repo.as_ref().is_some_and(|repo| repo.enable_oci),
+        enable_lfs: request.repo.as_ref().is_some_and(|repo| repo.enable_lfs),
     })
 }
 

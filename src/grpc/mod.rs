@@ -66,13 +66,13 @@ fn manifest_response(result: crate::pipeline::ManifestResult) -> ManifestRespons
     }
 }
 
-/// Git-only RPCs on a Helm or OCI repository.
+/// Git-only RPCs on a Helm or OCI repository: the caller's mistake.
 fn only_git(repo_type: crate::pipeline::RepoType, method: &str) -> Result<(), Status> {
     if repo_type == crate::pipeline::RepoType::Git {
         return Ok(());
     }
-    Err(Status::unimplemented(format!(
-        "{method} for Helm and OCI repositories is not implemented yet"
+    Err(Status::invalid_argument(format!(
+        "{method} reads a git repository; this is a Helm or OCI repository"
     )))
 }
 
@@ -172,22 +172,29 @@ impl RepoServerService for RepoServer {
         let request = request.into_inner();
         let (repo_url, repo_type) = convert::repository(request.repo.as_ref())?;
         let source = convert::source_by_index(request.app.as_ref(), request.source_index);
-        if repo_type != crate::pipeline::RepoType::Git
-            || !source.chart.is_empty()
-            || repo_url.as_str().starts_with("oci://")
-        {
-            return Err(Status::unimplemented(
-                "resolving Helm chart and OCI revisions is not implemented yet",
-            ));
-        }
-        let revision = self
-            .pipeline
-            .resolve_revision(
-                &repo_url,
-                &request.ambiguous_revision,
-                request.no_revision_cache,
-            )
-            .await
+        let is_oci = source.repo_url.to_ascii_lowercase().starts_with("oci://")
+            || repo_url.as_str().to_ascii_lowercase().starts_with("oci://");
+        let revision =
+            if is_oci || !source.chart.is_empty() || repo_type != crate::pipeline::RepoType::Git {
+                self.pipeline
+                    .resolve_chart_revision(
+                        &repo_url,
+                        &source.chart,
+                        &request.ambiguous_revision,
+                        request.repo.as_ref().is_some_and(|r| r.enable_oci),
+                        request.no_revision_cache,
+                    )
+                    .await
+            } else {
+                self.pipeline
+                    .resolve_revision(
+                        &repo_url,
+                        &request.ambiguous_revision,
+                        &source.tag_prefix,
+                        request.no_revision_cache,
+                    )
+                    .await
+            }
             .map_err(|err| self.status(err))?;
         Ok(Response::new(ResolveRevisionResponse {
             ambiguous_revision: format!("{} ({})", request.ambiguous_revision, revision),
@@ -371,16 +378,11 @@ impl RepoServerService for RepoServer {
     ) -> Result<Response<v1alpha1::ChartDetails>, Status> {
         let request = request.into_inner();
         let (repo_url, _) = convert::repository(request.repo.as_ref())?;
-        if repo_url.as_str().starts_with("oci://")
-            || request.repo.as_ref().is_some_and(|r| r.enable_oci)
-        {
-            return Err(Status::unimplemented(
-                "GetRevisionChartDetails for OCI repositories is not implemented yet",
-            ));
-        }
+        let oci = repo_url.as_str().to_ascii_lowercase().starts_with("oci://")
+            || request.repo.as_ref().is_some_and(|r| r.enable_oci);
         let details = self
             .pipeline
-            .chart_details(&repo_url, &request.name, &request.revision)
+            .chart_details(&repo_url, &request.name, &request.revision, oci)
             .await
             .map_err(|err| self.status(err))?;
         Ok(Response::new(v1alpha1::ChartDetails {
@@ -403,9 +405,11 @@ impl RepoServerService for RepoServer {
                 .as_ref()
                 .is_some_and(|r| r.enable_oci)
         {
-            return Err(Status::unimplemented(
-                "GetHelmCharts for OCI repositories is not implemented yet",
-            ));
+            return Err(Status::invalid_argument(format!(
+                "GetHelmCharts lists the index of a Helm repository; {} is an OCI registry, \
+                 which has none (ListOCITags lists its versions)",
+                repo_url.redacted()
+            )));
         }
         let charts = self
             .pipeline

@@ -21,6 +21,11 @@ fn git_code(err: &git::Error) -> Code {
         git::Error::GitUnavailable { .. } | git::Error::Store { .. } => Code::Internal,
         git::Error::Credentials { .. } => Code::Unauthenticated,
         git::Error::Shared(inner) => git_code(inner),
+        // The superproject's commit exists; what it pins does not.
+        git::Error::Submodule {
+            cause: Some(inner), ..
+        } if !matches!(**inner, git::Error::RevisionNotFound { .. }) => git_code(inner),
+        git::Error::Submodule { .. } => Code::FailedPrecondition,
     }
 }
 

@@ -175,16 +175,18 @@ impl Pipeline {
     /// revision names (the highest tag satisfying a constraint).
     async fn oci_artifact(
         &self,
-        request: &ManifestRequest,
+        repo_url: &RepoUrl,
+        chart: &str,
+        revision: &str,
     ) -> Result<(oci::Reference, String), Error> {
-        let reference = registry_reference(&request.repo_url, &request.source.chart)?;
-        let revision = request.revision.trim();
+        let reference = registry_reference(repo_url, chart)?;
+        let revision = revision.trim();
         if revision.starts_with("sha256:") || crate::semver::is_version(revision) {
             return Ok((reference, revision.to_string()));
         }
         let tags = self
             .charts
-            .oci_tags(&request.repo_url, &reference)
+            .oci_tags(repo_url, &reference)
             .await
             .map_err(Error::Charts)?;
         let chosen = match crate::semver::Constraint::parse(revision) {
@@ -196,12 +198,46 @@ impl Pipeline {
         };
         let chosen = chosen.ok_or_else(|| {
             Error::Charts(crate::charts::Error::NoVersion {
-                repo_url: request.repo_url.redacted(),
+                repo_url: repo_url.redacted(),
                 chart: reference.repository.clone(),
                 constraint: revision.to_string(),
             })
         })?;
         Ok((reference, chosen))
+    }
+
+    /// `ResolveRevision` for a source that is not git: an OCI artifact
+    /// (`oci://` URL, no chart) resolves to its manifest digest; a Helm
+    /// chart to the version its revision names (an exact version as it
+    /// is, as Argo CD answers it without asking the repository).
+    pub async fn resolve_chart_revision(
+        &self,
+        repo_url: &RepoUrl,
+        chart: &str,
+        revision: &str,
+        enable_oci: bool,
+        fresh: bool,
+    ) -> Result<String, Error> {
+        let is_oci_url = repo_url.as_str().to_ascii_lowercase().starts_with("oci://");
+        if is_oci_url && chart.is_empty() {
+            let (reference, tag) = self.oci_artifact(repo_url, "", revision).await?;
+            let manifest = self
+                .charts
+                .oci_manifest(repo_url, &reference, &tag)
+                .await
+                .map_err(Error::Charts)?;
+            return Ok(manifest.digest);
+        }
+        if crate::semver::is_version(revision) {
+            return Ok(revision.to_string());
+        }
+        if enable_oci || is_oci_url {
+            return Ok(self.oci_artifact(repo_url, chart, revision).await?.1);
+        }
+        let index = self.chart_index(repo_url, fresh).await?;
+        index
+            .resolve(repo_url, chart, revision)
+            .map_err(Error::Charts)
     }
 
     /// `ListOCITags`.
@@ -237,7 +273,9 @@ impl Pipeline {
     ) -> Result<(Origin, String), Error> {
         let fresh = request.no_cache || request.no_revision_cache;
         if oci {
-            let (reference, version) = self.oci_artifact(request).await?;
+            let (reference, version) = self
+                .oci_artifact(&request.repo_url, &request.source.chart, &request.revision)
+                .await?;
             Ok((Origin::Registry(reference), version))
         } else {
             let (index, version) = self.resolve_chart_version(request, fresh).await?;
@@ -313,18 +351,36 @@ impl Pipeline {
         repo_url: &RepoUrl,
         chart: &str,
         revision: &str,
+        oci: bool,
     ) -> Result<ChartDetails, Error> {
-        let index = self.chart_index(repo_url, false).await?;
-        let version = index
-            .resolve(repo_url, chart, revision)
-            .map_err(Error::Charts)?;
         let dir = self.renderer.snapshots.new_upload_dir()?;
-        self.charts
-            .extract(repo_url, &index, chart, &version, dir.path())
-            .await
-            .map_err(Error::Charts)?;
+        if oci {
+            let (reference, version) = self.oci_artifact(repo_url, chart, revision).await?;
+            extract_artifact(&self.charts, repo_url, &reference, &version, dir.path()).await?;
+        } else {
+            let index = self.chart_index(repo_url, false).await?;
+            let version = index
+                .resolve(repo_url, chart, revision)
+                .map_err(Error::Charts)?;
+            self.charts
+                .extract(repo_url, &index, chart, &version, dir.path())
+                .await
+                .map_err(Error::Charts)?;
+        }
+        // A chart archive holds one directory, named after the chart.
         let name = chart.rsplit('/').next().unwrap_or(chart).to_string();
-        let chart_yaml = dir.path().join(name).join("Chart.yaml");
+        let mut chart_yaml = dir.path().join(name).join("Chart.yaml");
+        if !chart_yaml.is_file() {
+            if let Some(found) = std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.path().join("Chart.yaml"))
+                .find(|path| path.is_file())
+            {
+                chart_yaml = found;
+            }
+        }
         let details = tokio::task::spawn_blocking(move || {
             let _dir = dir;
             let text = std::fs::read_to_string(&chart_yaml).map_err(|err| Error::Internal {

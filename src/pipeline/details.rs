@@ -62,7 +62,12 @@ impl Pipeline {
         let fresh = request.no_cache || request.no_revision_cache;
         // As Argo CD, an unknown revision is the caller's mistake.
         let sha = self
-            .resolve_revision(&request.repo_url, &request.revision, fresh)
+            .resolve_revision(
+                &request.repo_url,
+                &request.revision,
+                &request.source.tag_prefix,
+                fresh,
+            )
             .await
             .map_err(|err| match err {
                 Error::Git(crate::git::Error::RevisionNotFound { .. }) => Error::Invalid {
@@ -74,11 +79,7 @@ impl Pipeline {
             .stores
             .ensure_commit(&request.repo_url, &Resolved::Commit(sha), &request.revision)
             .await?;
-        let snapshot = self
-            .renderer
-            .snapshots
-            .get(&request.repo_url, &store, &sha, None)
-            .await?;
+        let snapshot = self.renderer.snapshot(&request, &store, &sha, None).await?;
         Ok((snapshot, request, sha))
     }
 

@@ -191,6 +191,8 @@ pub struct Config {
     /// `--include-hidden-directories`: `GetGitDirectories` lists
     /// directories whose name starts with `.`.
     pub include_hidden_directories: bool,
+    /// `ARGOCD_GIT_MODULES_ENABLED`: renders include git submodules.
+    pub git_modules_enabled: bool,
     /// `--streamed-manifest-max-tar-size` and
     /// `--streamed-manifest-max-extracted-size`
     /// (`GenerateManifestWithFiles`).
@@ -232,6 +234,9 @@ pub struct ManifestRequest {
     pub no_revision_cache: bool,
     /// The repository is a Helm repository served over OCI.
     pub enable_oci: bool,
+    /// The repository's Git LFS files are rendered with their content
+    /// (`enableLfs`).
+    pub enable_lfs: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -485,6 +490,9 @@ struct RenderInputs<'a> {
     values_file_schemes: Option<&'a [String]>,
     enabled_source_types: BTreeMap<&'a str, bool>,
     has_multiple_sources: bool,
+    /// Left out when false, so keys without LFS stay as they were.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    lfs: bool,
 }
 
 impl<'a> RenderInputs<'a> {
@@ -525,6 +533,7 @@ impl<'a> RenderInputs<'a> {
                 .map(|(k, v)| (k.as_str(), *v))
                 .collect(),
             has_multiple_sources: request.has_multiple_sources,
+            lfs: request.enable_lfs,
         }
     }
 }
@@ -560,6 +569,24 @@ fn directory_options(
         },
         max_combined_bytes,
     }
+}
+
+/// The ref a git revision names by version, as Argo CD's `LsRemote`
+/// applies `versions.MaxVersion`: an exact version is itself (with the
+/// tag prefix in front); a constraint is the highest tag satisfying it,
+/// among the tags with the prefix (stripped to compare, kept in the
+/// answer). `None` (the revision is a ref name as it is) for anything
+/// else, a constraint no tag satisfies, or a tag Masterminds rejects.
+fn semver_revision(revision: &str, tag_prefix: &str, tags: &[String]) -> Option<String> {
+    if let Some(version) = crate::semver::Version::parse(revision) {
+        return (!tag_prefix.is_empty()).then(|| format!("{tag_prefix}{}", version.original()));
+    }
+    let constraint = crate::semver::Constraint::parse(revision).ok()?;
+    let stripped = tags.iter().filter_map(|tag| tag.strip_prefix(tag_prefix));
+    crate::semver::try_max_satisfying(&constraint, stripped)
+        .ok()
+        .flatten()
+        .map(|tag| format!("{tag_prefix}{tag}"))
 }
 
 fn join_error(err: tokio::task::JoinError) -> Error {
@@ -687,44 +714,36 @@ impl Pipeline {
         &self,
         repo_url: &RepoUrl,
         revision: &str,
+        tag_prefix: &str,
         fresh: bool,
     ) -> Result<Resolved, Error> {
         if git::is_full_sha(revision) {
             return Ok(Resolved::Commit(revision.to_ascii_lowercase()));
         }
         let refs = self.refs(repo_url, fresh).await?;
-        // A semver constraint names the highest tag satisfying it (as Argo
-        // CD: Masterminds semantics); with no match it is a ref name.
-        if crate::semver::is_constraint(revision) {
-            if let Ok(constraint) = crate::semver::Constraint::parse(revision) {
-                let tags = refs.tags();
-                if let Some(tag) =
-                    crate::semver::max_satisfying(&constraint, tags.iter().map(String::as_str))
-                {
-                    if let Some(resolved) = refs.resolve(tag) {
-                        return Ok(resolved);
-                    }
-                }
-            }
-        }
-        match refs.resolve(revision) {
+        let tags = refs.tags();
+        let versioned = semver_revision(revision, tag_prefix, &tags);
+        let wanted = versioned.as_deref().unwrap_or(revision);
+        match refs.resolve(wanted) {
             Some(resolved) => Ok(resolved),
             None => Err(Error::Git(git::Error::RevisionNotFound {
                 repo_url: repo_url.redacted(),
-                revision: revision.to_string(),
+                revision: wanted.to_string(),
             })),
         }
     }
 
-    /// Resolves `revision` to a full commit SHA, fetching when it is an
+    /// Resolves `revision` (semver tags filtered by `tag_prefix`, the
+    /// source's `tagPrefix`) to a full commit SHA, fetching when it is an
     /// abbreviated SHA that only the history can expand.
     pub async fn resolve_revision(
         &self,
         repo_url: &RepoUrl,
         revision: &str,
+        tag_prefix: &str,
         fresh: bool,
     ) -> Result<String, Error> {
-        match self.resolve(repo_url, revision, fresh).await? {
+        match self.resolve(repo_url, revision, tag_prefix, fresh).await? {
             Resolved::Commit(sha) => Ok(sha),
             abbreviated @ Resolved::Abbreviated(_) => {
                 let (_, sha) = self
@@ -812,6 +831,7 @@ impl Pipeline {
                 .resolve_revision(
                     &request.repo_url,
                     &request.revision,
+                    &request.source.tag_prefix,
                     request.no_cache || request.no_revision_cache,
                 )
                 .await?;
@@ -830,6 +850,7 @@ impl Pipeline {
             .resolve_revision(
                 &request.repo_url,
                 &request.revision,
+                &request.source.tag_prefix,
                 request.no_cache || request.no_revision_cache,
             )
             .await?;
@@ -842,6 +863,9 @@ impl Pipeline {
         {
             tools.push_str(";requested-kustomize=");
             tools.push_str(&requested);
+        }
+        if !self.renderer.config.git_modules_enabled {
+            tools.push_str(";without-git-modules");
         }
         let encoded = cache::key::encode(&RenderInputs::of(&request, &tools));
         let key = cache::key::render_encoded(&request.repo_url.normalized(), &commit_sha, &encoded);
@@ -1208,6 +1232,37 @@ impl Renderer {
         })
     }
 
+    /// The snapshot of `commit_sha` for `request`: with its submodules
+    /// (`ARGOCD_GIT_MODULES_ENABLED`) and LFS content (`enableLfs`),
+    /// fetched first when missing.
+    async fn snapshot(
+        &self,
+        request: &ManifestRequest,
+        store: &Arc<git::RepoStore>,
+        commit_sha: &str,
+        subtree: Option<&str>,
+    ) -> Result<Arc<source::Snapshot>, Error> {
+        let mut extras = git::ExportExtras {
+            lfs: request.enable_lfs,
+            ..Default::default()
+        };
+        if self.config.git_modules_enabled {
+            extras.submodules = self
+                .stores
+                .fetch_submodules(&request.repo_url, store, commit_sha)
+                .await?;
+        }
+        if request.enable_lfs {
+            self.stores
+                .fetch_lfs(&request.repo_url, store, commit_sha)
+                .await?;
+        }
+        Ok(self
+            .snapshots
+            .get(&request.repo_url, store, commit_sha, subtree, &extras)
+            .await?)
+    }
+
     /// Fetches, snapshots and renders `commit_sha` for `request`.
     async fn render(
         &self,
@@ -1229,27 +1284,15 @@ impl Renderer {
             .directory_subtree(&request, &store, &commit_sha)
             .await?;
         let mut snapshot = self
-            .snapshots
-            .get(&request.repo_url, &store, &commit_sha, subtree.as_deref())
+            .snapshot(&request, &store, &commit_sha, subtree.as_deref())
             .await?;
         let prepared = loop {
             let app_dir = snapshot.app_dir(&request.source.path)?;
-            // Refuse, rather than render less than Argo CD would, what
-            // later milestones build.
-            let recurse = request.source.directory.as_ref().is_some_and(|d| d.recurse);
-            if let Some(submodule) = snapshot.submodules_under(&app_dir, recurse).first() {
-                return Err(Error::NotImplemented {
-                    what: format!("rendering git submodules (submodule {submodule:?})"),
-                });
-            }
             let prepared = self.prepare(&request, &snapshot, app_dir).await?;
             // An override file made it another source type: that reads
             // more than the directory.
             if snapshot.subtree().is_some() && prepared.source_type != SourceType::Directory {
-                snapshot = self
-                    .snapshots
-                    .get(&request.repo_url, &store, &commit_sha, None)
-                    .await?;
+                snapshot = self.snapshot(&request, &store, &commit_sha, None).await?;
                 continue;
             }
             break prepared;

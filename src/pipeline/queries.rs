@@ -25,34 +25,37 @@ pub struct Commit<'a> {
 }
 
 impl Pipeline {
+    /// The git directories of the submodule stores of `sha` when the
+    /// query includes submodules (fetching what is missing); else none.
+    async fn query_submodules(
+        &self,
+        commit: &Commit<'_>,
+        store: &Arc<git::RepoStore>,
+        sha: &str,
+    ) -> Result<Vec<std::path::PathBuf>, Error> {
+        if !commit.submodules {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .stores
+            .fetch_submodules(commit.repo_url, store, sha)
+            .await?)
+    }
+}
+
+impl Pipeline {
     /// The local store holding the commit `commit` names, and its SHA.
     async fn local_commit(
         &self,
         commit: &Commit<'_>,
     ) -> Result<(Arc<git::RepoStore>, String), Error> {
         let sha = self
-            .resolve_revision(commit.repo_url, commit.revision, commit.fresh)
+            .resolve_revision(commit.repo_url, commit.revision, "", commit.fresh)
             .await?;
         let (store, sha) = self
             .stores
             .ensure_commit(commit.repo_url, &Resolved::Commit(sha), commit.revision)
             .await?;
-        if commit.submodules {
-            let (check, at) = (store.clone(), sha.clone());
-            let has_submodules = tokio::task::spawn_blocking(move || {
-                check
-                    .commit_tree(&at)
-                    .map(|tree| tree.entry(".gitmodules").is_some())
-                    .unwrap_or(false)
-            })
-            .await
-            .map_err(join_error)?;
-            if has_submodules {
-                return Err(Error::NotImplemented {
-                    what: "reading submodules (submoduleEnabled with a .gitmodules file)".into(),
-                });
-            }
-        }
         Ok((store, sha))
     }
 
@@ -149,6 +152,7 @@ impl Pipeline {
             &sha,
             pattern,
             new_globbing,
+            commit.submodules,
         );
         let ttl = self.cache.config.repo_cache_expiration;
         if let Some(files) = self
@@ -159,10 +163,12 @@ impl Pipeline {
         {
             return Ok(files);
         }
+        let submodules = self.query_submodules(&commit, &store, &sha).await?;
         let (path, pattern_owned) = (store.path().to_path_buf(), pattern.to_string());
         let files = tokio::task::spawn_blocking(move || {
             inspect::git_files(
                 &path,
+                &submodules,
                 &sha,
                 &pattern_owned,
                 new_globbing,
@@ -181,8 +187,12 @@ impl Pipeline {
     pub async fn git_directories(&self, commit: Commit<'_>) -> Result<Vec<String>, Error> {
         let (store, sha) = self.local_commit(&commit).await?;
         let include_hidden = self.renderer.config.include_hidden_directories;
-        let key =
-            crate::cache::key::git_directories(&commit.repo_url.normalized(), &sha, include_hidden);
+        let key = crate::cache::key::git_directories(
+            &commit.repo_url.normalized(),
+            &sha,
+            include_hidden,
+            commit.submodules,
+        );
         let ttl = self.cache.config.repo_cache_expiration;
         if let Some(directories) = self
             .cache
@@ -192,9 +202,10 @@ impl Pipeline {
         {
             return Ok(directories);
         }
+        let submodules = self.query_submodules(&commit, &store, &sha).await?;
         let path = store.path().to_path_buf();
         let directories = tokio::task::spawn_blocking(move || {
-            inspect::git_directories(&path, &sha, include_hidden)
+            inspect::git_directories(&path, &submodules, &sha, include_hidden)
         })
         .await
         .map_err(join_error)?

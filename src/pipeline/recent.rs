@@ -161,7 +161,12 @@ impl Pipeline {
     async fn prerender(&self, app: &RecentApp) -> Prerendered {
         let request = &app.request;
         let sha = match self
-            .resolve_revision(&request.repo_url, &request.revision, false)
+            .resolve_revision(
+                &request.repo_url,
+                &request.revision,
+                &request.source.tag_prefix,
+                false,
+            )
             .await
         {
             Ok(sha) => sha,

@@ -196,7 +196,12 @@ impl Pipeline {
         };
         let fresh = request.no_revision_cache;
         let new_sha = self
-            .resolve_revision(&request.repo_url, &revision, fresh)
+            .resolve_revision(
+                &request.repo_url,
+                &revision,
+                &request.source.tag_prefix,
+                fresh,
+            )
             .await?;
         let changed = |changes| UpdateRevisionResult {
             changes,
@@ -206,7 +211,12 @@ impl Pipeline {
             return Ok(changed(true));
         }
         let old_sha = match self
-            .resolve_revision(&request.repo_url, &request.synced_revision, fresh)
+            .resolve_revision(
+                &request.repo_url,
+                &request.synced_revision,
+                &request.source.tag_prefix,
+                fresh,
+            )
             .await
         {
             Ok(sha) => sha,

@@ -258,8 +258,11 @@ impl Walk<'_> {
             return Ok(());
         }
         if bytes.starts_with(LFS_POINTER) {
-            return Err(Error::NotImplemented {
-                what: format!("reading Git LFS files (file {relative:?})"),
+            return Err(Error::Unparsable {
+                file: relative.to_string(),
+                message: "the file is a Git LFS pointer: enable LFS (enableLfs) on the \
+                          repository to render its content"
+                    .to_string(),
             });
         }
         // As in Argo CD, the name of the file in the app directory (the

@@ -41,6 +41,10 @@ pub struct SourceSpec {
     /// the presence of the section matters here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<Value>,
+    /// Git tags considered for a semver `targetRevision` start with this
+    /// (stripped to compare).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tag_prefix: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -92,14 +92,18 @@ impl Builder<'_> {
         if matches!(entry, Some(Entry::Symlink { .. } | Entry::Submodule { .. })) {
             return Err(Stop::Whole);
         }
-        // A symlink on the way to `path` makes it look missing here.
+        // A symlink or submodule on the way to `path` makes it look missing
+        // here.
         let mut prefix = String::new();
         for component in path.split('/').filter(|c| !c.is_empty()) {
             if !prefix.is_empty() {
                 prefix.push('/');
             }
             prefix.push_str(component);
-            if matches!(self.tree.entry(&prefix), Some(Entry::Symlink { .. })) {
+            if matches!(
+                self.tree.entry(&prefix),
+                Some(Entry::Symlink { .. } | Entry::Submodule { .. })
+            ) {
                 return Err(Stop::Whole);
             }
         }

@@ -41,8 +41,6 @@ pub struct Snapshot {
     /// Canonical path of the tree's root.
     root: PathBuf,
     pub commit_sha: String,
-    /// Submodule paths, relative to the root; their directories are empty.
-    submodules: Vec<String>,
     /// The first symlink whose target leaves the tree, found once.
     escaping_symlink: std::sync::OnceLock<Option<String>>,
     /// The one directory exported, when not the whole tree.
@@ -85,29 +83,6 @@ impl Snapshot {
     /// tree (see [`Snapshots::get`]).
     pub fn subtree(&self) -> Option<&str> {
         self.subtree.as_deref()
-    }
-
-    /// The submodules a render of the app directory `app_dir` (canonical,
-    /// inside the root) would read: the app directory itself, or any below
-    /// it when the render recurses.
-    pub fn submodules_under(&self, app_dir: &Path, recurse: bool) -> Vec<&str> {
-        let Ok(relative) = app_dir.strip_prefix(&self.root) else {
-            return Vec::new();
-        };
-        let relative = relative.to_string_lossy();
-        self.submodules
-            .iter()
-            .map(String::as_str)
-            .filter(|submodule| {
-                let inside = match relative.as_ref() {
-                    "" => Some(*submodule),
-                    dir => submodule
-                        .strip_prefix(dir)
-                        .and_then(|rest| rest.strip_prefix('/')),
-                };
-                *submodule == relative.as_ref() || (recurse && inside.is_some())
-            })
-            .collect()
     }
 
     /// The first symlink (relative path, in walk order) whose target is
@@ -265,7 +240,9 @@ pub struct Snapshots {
     metrics: SourceMetrics,
 }
 
-type SnapshotKey = (String, String, String);
+/// Remote (normalised), commit, subtree, and what the export added
+/// (submodules, LFS content).
+type SnapshotKey = (String, String, String, (bool, bool));
 
 impl Snapshots {
     pub fn new(root: PathBuf, metrics: SourceMetrics) -> Self {
@@ -306,7 +283,6 @@ impl Snapshots {
         Ok(Arc::new(Snapshot {
             root: canonical,
             commit_sha: label.to_string(),
-            submodules: Vec::new(),
             escaping_symlink: Default::default(),
             subtree: None,
             metrics: self.metrics.clone(),
@@ -355,13 +331,15 @@ impl Snapshots {
     /// The snapshot of `commit_sha`, exported from `store` on first use:
     /// the whole tree, or only the directory `subtree` (at its place under
     /// the root) for a render that reads nothing else (see
-    /// [`git::RepoStore::is_self_contained_directory`]).
+    /// [`git::RepoStore::is_self_contained_directory`]), with the
+    /// submodules and LFS content `extras` brings.
     pub async fn get(
         &self,
         repo_url: &RepoUrl,
         store: &Arc<git::RepoStore>,
         commit_sha: &str,
         subtree: Option<&str>,
+        extras: &git::ExportExtras,
     ) -> Result<Arc<Snapshot>, Error> {
         let cell = {
             let mut entries = self.entries.lock().expect("snapshot map lock poisoned");
@@ -371,6 +349,7 @@ impl Snapshots {
                     repo_url.normalized(),
                     commit_sha.to_string(),
                     subtree.unwrap_or_default().to_string(),
+                    (!extras.submodules.is_empty(), extras.lfs),
                 ))
                 .or_insert_with(|| Entry {
                     cell: Default::default(),
@@ -386,11 +365,12 @@ impl Snapshots {
                 let (root, store) = (self.root.clone(), store.clone());
                 let (repo_url, sha) = (repo_url.clone(), commit_sha.to_string());
                 let (subtree, metrics) = (subtree.map(str::to_string), self.metrics.clone());
+                let extras = extras.clone();
                 // Export, rename and wrap on one blocking task: if every
                 // requester goes away meanwhile, the finished snapshot is
                 // dropped with the task's result, which removes its tree.
                 tokio::task::spawn_blocking(move || {
-                    export(&root, &store, &repo_url, &sha, subtree, metrics)
+                    export(&root, &store, &repo_url, &sha, subtree, &extras, metrics)
                 })
                 .await
                 .map_err(|err| Error::Snapshot {
@@ -410,6 +390,7 @@ fn export(
     repo_url: &RepoUrl,
     commit_sha: &str,
     subtree: Option<String>,
+    extras: &git::ExportExtras,
     metrics: SourceMetrics,
 ) -> Result<Arc<Snapshot>, Error> {
     let name = crate::domain::unguessable_name();
@@ -419,7 +400,8 @@ fn export(
         commit_sha: commit_sha.to_string(),
         message,
     };
-    let report = match store.export_tree(repo_url, commit_sha, subtree.as_deref(), &staging) {
+    let report = match store.export_tree(repo_url, commit_sha, subtree.as_deref(), &staging, extras)
+    {
         Ok(report) => report,
         Err(err) => {
             let _ = std::fs::remove_dir_all(&staging);
@@ -436,7 +418,6 @@ fn export(
     let mut snapshot = Snapshot {
         root: destination,
         commit_sha: commit_sha.to_string(),
-        submodules: report.submodules,
         escaping_symlink: Default::default(),
         subtree,
         metrics,
@@ -446,7 +427,7 @@ fn export(
         .root
         .canonicalize()
         .map_err(|err| failed(err.to_string()))?;
-    tracing::debug!(repo = %repo_url, commit = commit_sha, subtree = snapshot.subtree.as_deref().unwrap_or(""), files = report.files, bytes = report.bytes, "snapshot exported");
+    tracing::debug!(repo = %repo_url, commit = commit_sha, subtree = snapshot.subtree.as_deref().unwrap_or(""), files = report.files, bytes = report.bytes, lfs_files = report.lfs_files, "snapshot exported");
     Ok(Arc::new(snapshot))
 }
 
@@ -461,7 +442,6 @@ mod tests {
         let snapshot = Arc::new(Snapshot {
             root: root.clone(),
             commit_sha: name.to_string(),
-            submodules: Vec::new(),
             escaping_symlink: Default::default(),
             subtree: None,
             metrics: Default::default(),
@@ -489,7 +469,15 @@ mod tests {
         let (recent, recent_dir) = entry(parent.path(), "recent", now);
         let in_use = busy_old.cell.get().unwrap().clone();
         for (name, entry) in [("a", idle_old), ("b", busy_old), ("c", recent)] {
-            entries.insert((name.to_string(), name.to_string(), String::new()), entry);
+            entries.insert(
+                (
+                    name.to_string(),
+                    name.to_string(),
+                    String::new(),
+                    Default::default(),
+                ),
+                entry,
+            );
         }
         assert_eq!(Snapshots::sweep_entries(&mut entries, now), 1);
         assert!(removed(&idle_old_dir), "idle past the retention: removed");
@@ -507,7 +495,15 @@ mod tests {
                 &format!("n{i}"),
                 now + Duration::from_millis(i as u64),
             );
-            entries.insert((i.to_string(), String::new(), String::new()), entry);
+            entries.insert(
+                (
+                    i.to_string(),
+                    String::new(),
+                    String::new(),
+                    Default::default(),
+                ),
+                entry,
+            );
         }
         Snapshots::sweep_entries(&mut entries, now);
         assert_eq!(entries.len(), MAX_IDLE);

@@ -40,6 +40,7 @@ pub fn test_config(tls: Tls) -> server::Config {
             pause_minutes: 60,
             pause_requests: 0,
             include_hidden_directories: false,
+            git_modules_enabled: true,
             upload_limits: Default::default(),
         },
         cache: manifold::cache::Config::default(),
