@@ -2,12 +2,17 @@
 //! fresh machine needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/repository.proto", "proto/version.proto"];
+    let files = [
+        "proto/repository.proto",
+        "proto/version.proto",
+        "proto/plugin.proto",
+    ];
     for file in [
         "proto/repository.proto",
         "proto/version.proto",
         "proto/v1alpha1.proto",
         "proto/k8s.proto",
+        "proto/plugin.proto",
     ] {
         println!("cargo:rerun-if-changed={file}");
     }

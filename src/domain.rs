@@ -33,8 +33,44 @@ pub struct Credentials {
     pub proxy: String,
     pub no_proxy: String,
     pub github_app: Option<GitHubApp>,
+    /// A cloud identity that mints the token git authenticates with.
+    pub cloud: Option<CloudIdentity>,
     /// Talk to an OCI registry over plain HTTP (`insecureOCIForceHttp`).
     pub plain_http: bool,
+}
+
+/// Argo CD's Google Cloud and Azure repository credentials: each is
+/// exchanged for a short-lived access token (see `git::cloud`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum CloudIdentity {
+    /// `gcpServiceAccountKey`: a Google service account key (JSON).
+    GoogleServiceAccount { key_json: String },
+    /// `azureServicePrincipal*`: an Entra ID application and its secret;
+    /// `authority` is `azureActiveDirectoryEndpoint` (empty: public cloud).
+    AzureServicePrincipal {
+        client_id: String,
+        client_secret: String,
+        tenant_id: String,
+        authority: String,
+    },
+    /// `useAzureWorkloadIdentity`: the pod's federated token
+    /// (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`,
+    /// `AZURE_AUTHORITY_HOST`).
+    AzureWorkloadIdentity,
+}
+
+impl fmt::Debug for CloudIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloudIdentity::GoogleServiceAccount { .. } => f.write_str("GoogleServiceAccount(***)"),
+            CloudIdentity::AzureServicePrincipal {
+                client_id,
+                tenant_id,
+                ..
+            } => write!(f, "AzureServicePrincipal({client_id}@{tenant_id}, ***)"),
+            CloudIdentity::AzureWorkloadIdentity => f.write_str("AzureWorkloadIdentity"),
+        }
+    }
 }
 
 /// GitHub App credentials: an installation token is minted from them.
@@ -66,6 +102,7 @@ impl fmt::Debug for Credentials {
                 "github_app",
                 &self.github_app.as_ref().map(|app| app.app_id),
             )
+            .field("cloud", &self.cloud)
             .finish()
     }
 }

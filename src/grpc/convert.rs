@@ -65,6 +65,7 @@ fn credentials(repo: &Repository) -> Result<crate::domain::Credentials, Status> 
         proxy: repo.proxy.clone(),
         no_proxy: repo.no_proxy.clone(),
         github_app,
+        cloud: None,
         plain_http: repo.insecure_oci_force_http,
     })
 }

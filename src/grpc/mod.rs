@@ -30,6 +30,9 @@ pub mod proto {
     pub mod version {
         tonic::include_proto!("version");
     }
+    pub mod plugin {
+        tonic::include_proto!("plugin");
+    }
 }
 
 /// The RepoServerService implementation.
