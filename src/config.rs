@@ -322,6 +322,39 @@ pub struct ServeArgs {
         default_value = "/home/argocd/cmp-server/plugins"
     )]
     pub plugin_sock_file_path: PathBuf,
+    /// Globs of repository paths never streamed to plugins (repeatable;
+    /// the variable is `;`-separated).
+    #[arg(
+        long = "plugin-tar-exclude",
+        env = "ARGOCD_REPO_SERVER_PLUGIN_TAR_EXCLUSIONS",
+        value_delimiter = ';'
+    )]
+    pub plugin_tar_exclude: Vec<String>,
+    /// Argo CD streams the common root of the app path and its
+    /// `manifest-generate-paths` only with this flag; manifold always
+    /// streams just those directories (see
+    /// `--plugin-whole-repository`). Accepted for compatibility.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_PLUGIN_USE_MANIFEST_GENERATE_PATHS",
+        default_value = "false",
+        value_parser = go_bool,
+        action = clap::ArgAction::Set
+    )]
+    pub plugin_use_manifest_generate_paths: bool,
+    /// Plugins (names; `*` for all) that are sent the whole repository,
+    /// as Argo CD does, instead of the app directory and the directories
+    /// of its `manifest-generate-paths` (repeatable; `;`-separated).
+    #[arg(long, env = "MANIFOLD_PLUGIN_WHOLE_REPOSITORY", value_delimiter = ';')]
+    pub plugin_whole_repository: Vec<String>,
+    /// Bytes per chunk of the archive streamed to a plugin.
+    #[arg(
+        long,
+        hide = true,
+        env = "ARGOCD_CMP_CHUNK_SIZE",
+        default_value = "1024"
+    )]
+    pub cmp_chunk_size: String,
     /// `GetGitDirectories` also lists directories whose name starts with `.`.
     #[arg(long, env = "ARGOCD_REPO_SERVER_INCLUDE_HIDDEN_DIRECTORIES")]
     pub include_hidden_directories: bool,
@@ -792,6 +825,24 @@ impl ServeArgs {
                 helm: self.helm_path.clone(),
                 kustomize: self.kustomize_path.clone(),
                 plugin_sockets: self.plugin_sock_file_path.clone(),
+                plugin_files: render::PluginFiles {
+                    exclude: self
+                        .plugin_tar_exclude
+                        .iter()
+                        .filter(|glob| !glob.is_empty())
+                        .cloned()
+                        .collect(),
+                    // As Argo CD: anything but a positive number is the
+                    // default.
+                    chunk_size: self
+                        .cmp_chunk_size
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|size| *size > 0)
+                        .unwrap_or(1024),
+                    whole_repository: self.plugin_whole_repository.clone(),
+                },
             },
         })
     }

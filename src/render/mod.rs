@@ -32,6 +32,30 @@ pub struct Config {
     /// Where config management plugin sidecars put their sockets
     /// (`ARGOCD_PLUGINSOCKFILEPATH`).
     pub plugin_sockets: PathBuf,
+    /// How files reach plugins.
+    pub plugin_files: PluginFiles,
+}
+
+/// What the repo-server streams to a config management plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFiles {
+    /// Globs of repository-relative paths left out (`--plugin-tar-exclude`).
+    pub exclude: Vec<String>,
+    /// Bytes per chunk of the stream (`ARGOCD_CMP_CHUNK_SIZE`).
+    pub chunk_size: usize,
+    /// Plugins (by name, `*` for all) that get the whole repository
+    /// instead of the app directory and its `manifest-generate-paths`.
+    pub whole_repository: Vec<String>,
+}
+
+impl Default for PluginFiles {
+    fn default() -> Self {
+        PluginFiles {
+            exclude: Vec::new(),
+            chunk_size: 1024,
+            whole_repository: Vec::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -40,6 +64,7 @@ impl Default for Config {
             helm: PathBuf::from("helm"),
             kustomize: PathBuf::from("kustomize"),
             plugin_sockets: PathBuf::from("/home/argocd/cmp-server/plugins"),
+            plugin_files: PluginFiles::default(),
         }
     }
 }
