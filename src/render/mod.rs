@@ -13,6 +13,7 @@ pub mod jsonnet;
 pub mod kustomize;
 pub mod kustomize_edit;
 pub mod manifest;
+pub mod plugin;
 pub mod scratch;
 pub mod spec;
 
