@@ -316,3 +316,81 @@ async fn github_app_credentials_mint_an_installation_token() {
     assert!(!log.contains(key.lines().nth(1).unwrap()));
     terminate_and_wait(running).await;
 }
+
+#[tokio::test]
+async fn google_service_account_key_mints_an_access_token() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const TOKEN: &str = "ya29.access-token-1";
+    const EMAIL: &str = "deployer@project.iam.gserviceaccount.com";
+    let (_repo, root, _bare) = served_repo();
+    let git = GitHttpServer::start_with_auth(root.path(), false, Some(&format!("{EMAIL}:{TOKEN}")));
+
+    // Google's token endpoint: a JWT-bearer grant in, an access token out.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move |body: String| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                assert!(body.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"), "{body}");
+                format!("{{\"access_token\":\"{TOKEN}\",\"expires_in\":3600,\"token_type\":\"Bearer\"}}")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_uri = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let key = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(key.status.success());
+    let key = String::from_utf8(key.stdout).unwrap();
+    let key_json = serde_json::json!({
+        "type": "service_account",
+        "project_id": "project",
+        "private_key_id": "kid-1",
+        "private_key": key,
+        "client_email": EMAIL,
+        "token_uri": token_uri,
+    })
+    .to_string();
+
+    let running = start(&["--disable-tls", "--loglevel", "debug"], &[]);
+    let mut client = client(&running).await;
+    let repository = Repository {
+        repo: format!("{}/private.git", git.base_url),
+        gcp_service_account_key: key_json.clone(),
+        r#type: "git".to_string(),
+        ..Default::default()
+    };
+    assert_eq!(render(&mut client, repository.clone()).await, ["private"]);
+    let mut again = request(repository.clone());
+    again.no_cache = true;
+    client.generate_manifest(again).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the token is cached");
+
+    // A key the endpoint is not reached with: refused, nothing leaked.
+    let broken = Repository {
+        gcp_service_account_key: "{\"type\":\"service_account\"}".into(),
+        ..repository
+    };
+    let status = refused(&mut client, broken).await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("Google"), "{}", status.message());
+
+    let log = running.log();
+    assert!(!log.contains(TOKEN), "the token leaked into the log");
+    assert!(!log.contains(key.lines().nth(1).unwrap()));
+    terminate_and_wait(running).await;
+}

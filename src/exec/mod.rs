@@ -270,6 +270,16 @@ impl Supervisor {
         }
     }
 
+    /// How long a program may run before its group gets SIGTERM.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.config.timeout
+    }
+
+    /// Grace after SIGTERM before SIGKILL.
+    pub fn fatal_timeout(&self) -> Duration {
+        self.config.fatal_timeout
+    }
+
     /// A supervisor that reports into `metrics`.
     pub fn with_metrics(config: Config, metrics: crate::metrics::ExecMetrics) -> Self {
         reaper::start();

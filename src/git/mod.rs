@@ -9,6 +9,7 @@
 //!
 //! This module must not render anything and must not know about protobuf.
 
+pub mod cloud;
 pub mod github_app;
 pub mod inspect;
 mod remote;
@@ -237,6 +238,56 @@ impl Error {
 const ENV_CREDENTIAL_HELPER: &str =
     "!f() { test \"$1\" = get || exit 0; printf 'username=%s\\n' \"$MANIFOLD_GIT_USERNAME\"; \
      test -n \"$MANIFOLD_GIT_PASSWORD\" && printf 'password=%s\\n' \"$MANIFOLD_GIT_PASSWORD\"; exit 0; }; f";
+
+/// The environment that lets a `git` run elsewhere (a plugin sidecar's
+/// commands, when the plugin sets `provideGitCreds`) authenticate to
+/// `repo_url` over HTTPS like the repo-server does: the username and
+/// password or token through the environment credential helper, a bearer
+/// or forced basic `Authorization` header, `GIT_SSL_NO_VERIFY` when
+/// insecure. Keys and client certificates are files private to this
+/// process and are not passed on.
+pub fn credential_env(repo_url: &RepoUrl) -> Vec<(String, String)> {
+    let Some(credentials) = repo_url.credentials() else {
+        return Vec::new();
+    };
+    let mut env = Vec::new();
+    let mut settings: Vec<(&str, String)> = Vec::new();
+    let (username, password) = (&credentials.username, &credentials.password);
+    let clean = |text: &str| !text.contains(['\n', '\r', '\0']);
+    if (!username.is_empty() || !password.is_empty()) && clean(username) && clean(password) {
+        let username = if username.is_empty() {
+            "x-access-token"
+        } else {
+            username
+        };
+        env.push(("MANIFOLD_GIT_USERNAME".to_string(), username.to_string()));
+        env.push(("MANIFOLD_GIT_PASSWORD".to_string(), password.clone()));
+        settings.push(("credential.helper", ENV_CREDENTIAL_HELPER.to_string()));
+        if credentials.force_http_basic_auth {
+            use base64::Engine;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            settings.push(("http.extraHeader", format!("Authorization: Basic {token}")));
+        }
+    }
+    if !credentials.bearer_token.is_empty() && clean(&credentials.bearer_token) {
+        settings.push((
+            "http.extraHeader",
+            format!("Authorization: Bearer {}", credentials.bearer_token),
+        ));
+    }
+    if credentials.insecure {
+        env.push(("GIT_SSL_NO_VERIFY".to_string(), "true".to_string()));
+    }
+    if !settings.is_empty() {
+        env.push(("GIT_CONFIG_COUNT".to_string(), settings.len().to_string()));
+        for (i, (key, value)) in settings.into_iter().enumerate() {
+            env.push((format!("GIT_CONFIG_KEY_{i}"), key.to_string()));
+            env.push((format!("GIT_CONFIG_VALUE_{i}"), value));
+        }
+    }
+    env
+}
 
 /// A git command for talking to a remote: the invocation, the URL to put
 /// on its command line (never with credentials), and the private files

@@ -27,6 +27,8 @@ pub struct Stores {
     stores: Mutex<HashMap<String, Arc<RepoStore>>>,
     /// GitHub App installation tokens, minted on first need.
     tokens: std::sync::OnceLock<Result<super::github_app::Tokens, String>>,
+    /// Google Cloud and Azure access tokens, minted on first need.
+    cloud_tokens: std::sync::OnceLock<Result<super::cloud::CloudTokens, String>>,
 }
 
 /// The bare object store of one remote.
@@ -74,21 +76,43 @@ impl Stores {
             supervisor,
             stores: Mutex::new(HashMap::new()),
             tokens: std::sync::OnceLock::new(),
+            cloud_tokens: std::sync::OnceLock::new(),
         }
     }
 
     /// `repo_url` with credentials git can use: a GitHub App's become an
-    /// installation token (username `x-access-token`).
+    /// installation token (username `x-access-token`); a Google Cloud or
+    /// Azure identity an access token (for Azure also sent as a bearer
+    /// header, as Argo CD does).
     async fn authorised(&self, repo_url: &RepoUrl) -> Result<RepoUrl, Error> {
         let Some(credentials) = repo_url.credentials() else {
-            return Ok(repo_url.clone());
-        };
-        let Some(app) = &credentials.github_app else {
             return Ok(repo_url.clone());
         };
         let failed = |message: String| Error::Credentials {
             repo_url: repo_url.redacted(),
             message,
+        };
+        if let Some(identity) = &credentials.cloud {
+            let tokens = self
+                .cloud_tokens
+                .get_or_init(|| super::cloud::CloudTokens::new().map_err(|err| err.to_string()))
+                .clone()
+                .map_err(failed)?;
+            let (username, password) = tokens
+                .credentials(identity)
+                .await
+                .map_err(|err| failed(err.to_string()))?;
+            let mut credentials = credentials.clone();
+            credentials.cloud = None;
+            if super::cloud::uses_bearer_header(identity) {
+                credentials.bearer_token = password.clone();
+            }
+            credentials.username = username;
+            credentials.password = password;
+            return Ok(repo_url.clone().with_credentials(credentials));
+        }
+        let Some(app) = &credentials.github_app else {
+            return Ok(repo_url.clone());
         };
         let tokens = self
             .tokens

@@ -36,14 +36,34 @@ pub fn repository(repo: Option<&Repository>) -> Result<(RepoUrl, RepoType), Stat
 
 /// The credential and transport fields of a `Repository`.
 fn credentials(repo: &Repository) -> Result<crate::domain::Credentials, Status> {
-    if !repo.gcp_service_account_key.is_empty()
-        || repo.use_azure_workload_identity
-        || !repo.azure_service_principal_client_id.is_empty()
+    // Argo CD's precedence: a password or bearer token, an SSH key and a
+    // GitHub App each win over a cloud identity; workload identity over a
+    // service principal, which needs all three fields.
+    let earlier = !repo.password.is_empty()
+        || !repo.bearer_token.is_empty()
+        || !repo.ssh_private_key.is_empty()
+        || (!repo.github_app_private_key.is_empty() && repo.github_app_id != 0);
+    let cloud = if earlier {
+        None
+    } else if !repo.gcp_service_account_key.is_empty() {
+        Some(crate::domain::CloudIdentity::GoogleServiceAccount {
+            key_json: repo.gcp_service_account_key.clone(),
+        })
+    } else if repo.use_azure_workload_identity {
+        Some(crate::domain::CloudIdentity::AzureWorkloadIdentity)
+    } else if !repo.azure_service_principal_client_id.is_empty()
+        && !repo.azure_service_principal_client_secret.is_empty()
+        && !repo.azure_service_principal_tenant_id.is_empty()
     {
-        return Err(Status::unimplemented(
-            "Google Cloud and Azure credentials are not implemented yet",
-        ));
-    }
+        Some(crate::domain::CloudIdentity::AzureServicePrincipal {
+            client_id: repo.azure_service_principal_client_id.clone(),
+            client_secret: repo.azure_service_principal_client_secret.clone(),
+            tenant_id: repo.azure_service_principal_tenant_id.clone(),
+            authority: repo.azure_active_directory_endpoint.clone(),
+        })
+    } else {
+        None
+    };
     let github_app =
         (repo.github_app_id != 0 || !repo.github_app_private_key.is_empty()).then(|| {
             crate::domain::GitHubApp {
@@ -65,7 +85,7 @@ fn credentials(repo: &Repository) -> Result<crate::domain::Credentials, Status> 
         proxy: repo.proxy.clone(),
         no_proxy: repo.no_proxy.clone(),
         github_app,
-        cloud: None,
+        cloud,
         plain_http: repo.insecure_oci_force_http,
     })
 }
@@ -243,9 +263,33 @@ pub fn source(source: Option<&ApplicationSource>) -> Result<spec::SourceSpec, St
         kustomize: source.kustomize.map(kustomize_spec),
         directory: source.directory.map(directory_spec),
         // Plugins are a later milestone; only presence matters for now.
-        plugin: source.plugin.map(|p| serde_json::json!({ "name": p.name })),
+        plugin: source.plugin.map(plugin_spec),
         tag_prefix: source.tag_prefix,
     })
+}
+
+fn plugin_spec(plugin: super::proto::v1alpha1::ApplicationSourcePlugin) -> spec::PluginSpec {
+    spec::PluginSpec {
+        name: plugin.name,
+        env: plugin
+            .env
+            .into_iter()
+            .map(|e| spec::PluginEnv {
+                name: e.name,
+                value: e.value,
+            })
+            .collect(),
+        parameters: plugin
+            .parameters
+            .into_iter()
+            .map(|p| spec::PluginParameter {
+                name: p.name,
+                string: p.string_value,
+                map: p.map_value.map(|m| m.map.into_iter().collect()),
+                array: p.array_value.map(|a| a.array),
+            })
+            .collect(),
+    }
 }
 
 fn kustomize_options(options: Option<KustomizeOptions>) -> kustomize::KustomizeOptions {

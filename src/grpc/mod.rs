@@ -301,6 +301,11 @@ impl RepoServerService for RepoServer {
         };
         match details {
             AppDetails::Directory => response.directory = Some(DirectoryAppSpec {}),
+            AppDetails::Plugin { announcements } => {
+                response.plugin = Some(PluginAppSpec {
+                    parameters_announcement: announcements,
+                })
+            }
             AppDetails::Kustomize { images } => {
                 response.kustomize = Some(KustomizeAppSpec { images })
             }

@@ -65,6 +65,16 @@ fn render_code(err: &render::Error) -> Code {
         }
         render::Error::ToolTimedOut { .. } => Code::DeadlineExceeded,
         render::Error::ToolUnavailable { .. } | render::Error::Io { .. } => Code::Internal,
+        render::Error::PluginNotFound { .. } | render::Error::PluginOutput { .. } => {
+            Code::FailedPrecondition
+        }
+        render::Error::PluginFailed {
+            timed_out: true, ..
+        } => Code::DeadlineExceeded,
+        render::Error::PluginFailed {
+            unavailable: true, ..
+        } => Code::Unavailable,
+        render::Error::PluginFailed { .. } => Code::FailedPrecondition,
     }
 }
 

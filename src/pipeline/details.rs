@@ -9,7 +9,7 @@ use crate::git::Resolved;
 use crate::render::{self, SourceType};
 
 /// An app's details by source type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AppDetails {
     Helm {
         /// Value files found under the chart directory.
@@ -24,6 +24,9 @@ pub enum AppDetails {
         images: Vec<String>,
     },
     Directory,
+    Plugin {
+        announcements: Vec<crate::grpc::proto::repository::ParameterAnnouncement>,
+    },
 }
 
 impl Pipeline {
@@ -99,9 +102,23 @@ impl Pipeline {
         let details = match source_type {
             SourceType::Directory => AppDetails::Directory,
             SourceType::Plugin => {
-                return Err(Error::NotImplemented {
-                    what: "GetAppDetails for config management plugin sources".to_string(),
-                })
+                let source = prepared.source.clone();
+                let plugin_request = self.renderer.plugin_request(
+                    &request,
+                    &source,
+                    snapshot.root(),
+                    &app_dir,
+                    &sha,
+                )?;
+                let named = source
+                    .plugin
+                    .as_ref()
+                    .map(|p| p.name.as_str())
+                    .filter(|name| !name.is_empty());
+                let name = named.or(prepared.discovered_plugin.as_deref());
+                AppDetails::Plugin {
+                    announcements: render::plugin::parameters(&plugin_request, name).await?,
+                }
             }
             SourceType::Helm => {
                 let (dir, root) = (app_dir.clone(), snapshot.root().to_path_buf());

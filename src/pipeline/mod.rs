@@ -141,6 +141,8 @@ struct Prepared {
     source: SourceSpec,
     source_type: SourceType,
     allow_concurrency: bool,
+    /// The plugin discovery chose, for an app that names no type.
+    discovered_plugin: Option<String>,
 }
 
 /// How a manifest answer was found.
@@ -1027,7 +1029,15 @@ impl Pipeline {
         // into its output depends on more than the content; otherwise the
         // commit, and how it was asked for, do not matter.
         let json = serde_json::to_string(&request.source).unwrap_or_default();
-        let depends_on_commit = inputs.depends_on_commit || json.contains("ARGOCD_APP_REVISION");
+        // A plugin gets the commit in its environment and may read what it
+        // likes of what it is sent: its renders are per commit, as in
+        // Argo CD. An app naming no type may turn out to be a plugin's
+        // while a sidecar with discovery listens.
+        let plugin = request.source.plugin.is_some()
+            || (request.source.explicit_types().is_empty()
+                && self.renderer.tools.plugin_discovery_possible().await);
+        let depends_on_commit =
+            inputs.depends_on_commit || plugin || json.contains("ARGOCD_APP_REVISION");
         let mut content_request = request.clone();
         if !depends_on_commit && !json.contains("ARGOCD_APP_SOURCE_TARGET_REVISION") {
             content_request.source.target_revision.clear();
@@ -1325,11 +1335,108 @@ impl Renderer {
             })
             .await
             .map_err(join_error)??;
+        // An app naming no type is a plugin's when a sidecar's discovery
+        // claims it (asked before the files decide, as Argo CD does).
+        let mut discovered_plugin = None;
+        let mut source_type = source_type;
+        if source.explicit_types().is_empty() && self.tools.plugin_discovery_possible().await {
+            let plugin_request = self.plugin_request(
+                request,
+                &source,
+                snapshot.root(),
+                &app_dir,
+                &snapshot.commit_sha,
+            )?;
+            if let Some(name) = render::plugin::discover(&plugin_request).await? {
+                source_type = SourceType::Plugin;
+                discovered_plugin = Some(name);
+            }
+        }
         Ok(Prepared {
             app_dir,
             source,
             source_type,
             allow_concurrency,
+            discovered_plugin,
+        })
+    }
+
+    /// What a call to a plugin sidecar for `request` sends: the app
+    /// directory and the directories its `manifest-generate-paths` name,
+    /// and Argo CD's plugin environment.
+    fn plugin_request<'a>(
+        &'a self,
+        request: &ManifestRequest,
+        source: &SourceSpec,
+        repo_root: &'a std::path::Path,
+        app_dir: &'a std::path::Path,
+        revision: &str,
+    ) -> Result<render::plugin::PluginRequest<'a>, Error> {
+        let repo_url_shown = request.repo_url.redacted();
+        let kube_version =
+            render::env::normalize_kube_version(&request.kube_version).ok_or_else(|| {
+                Error::Invalid {
+                    message: format!(
+                        "could not parse kubernetes version {}",
+                        request.kube_version
+                    ),
+                }
+            })?;
+        let build = BuildEnv::new(BuildEnvInput {
+            app_name: &request.tracking.app_name,
+            app_namespace: &request.tracking.namespace,
+            project_name: &request.project_name,
+            revision,
+            repo_url: &repo_url_shown,
+            source_path: &source.path,
+            target_revision: &source.target_revision,
+        })
+        .with("KUBE_VERSION", &kube_version)
+        .with("KUBE_API_VERSIONS", &request.api_versions.join(","));
+        let mut env = build.vars().to_vec();
+        if let Some(plugin) = &source.plugin {
+            for entry in &plugin.env {
+                let value = build.substitute(&entry.value);
+                env.push((format!("ARGOCD_ENV_{}", entry.name), value));
+            }
+            env.extend(render::plugin::parameter_env(&plugin.parameters));
+        }
+        let app_path = app_dir
+            .strip_prefix(repo_root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut extra_paths = Some(Vec::new());
+        for path in source::refresh::refresh_paths(&app_path, &request.manifest_generate_paths) {
+            if path.is_empty() || path == "." {
+                extra_paths = None;
+                break;
+            }
+            if path == ".." || path.starts_with("../") {
+                continue;
+            }
+            // A pattern brings the directory above its first glob segment.
+            let fixed: Vec<&str> = path
+                .split('/')
+                .take_while(|segment| !segment.contains(['*', '?', '[', '\\']))
+                .collect();
+            if fixed.is_empty() {
+                extra_paths = None;
+                break;
+            }
+            if let Some(paths) = extra_paths.as_mut() {
+                paths.push(fixed.join("/"));
+            }
+        }
+        Ok(render::plugin::PluginRequest {
+            sockets: self.tools.plugin_sockets(),
+            files: self.tools.plugin_files(),
+            repo_root,
+            app_dir,
+            extra_paths,
+            env,
+            git_credentials: git::credential_env(&request.repo_url),
+            timeout: self.tools.plugin_timeout(),
+            spool_dir: self.tools.spool_dir(),
         })
     }
 
@@ -1360,6 +1467,7 @@ impl Renderer {
             source,
             source_type,
             allow_concurrency,
+            discovered_plugin,
         } = prepared;
         let repo_url_shown = request.repo_url.redacted();
         let env = BuildEnv::new(BuildEnvInput {
@@ -1432,9 +1540,15 @@ impl Renderer {
                     .await?
             }
             SourceType::Plugin => {
-                return Err(Error::NotImplemented {
-                    what: "rendering config management plugin sources".to_string(),
-                })
+                let plugin_request =
+                    self.plugin_request(request, &source, &repo_root, &app_dir, &commit_sha)?;
+                let named = source
+                    .plugin
+                    .as_ref()
+                    .map(|p| p.name.as_str())
+                    .filter(|name| !name.is_empty());
+                let name = named.or(discovered_plugin.as_deref());
+                render::plugin::generate(&plugin_request, name).await?
             }
         };
         let tracking = request.tracking.clone();

@@ -54,6 +54,12 @@ impl BuildEnv {
         &self.vars
     }
 
+    /// These variables and `name=value` after them (for substitution).
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+
     fn get(&self, name: &str) -> &str {
         self.vars
             .iter()

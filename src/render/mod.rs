@@ -104,12 +104,53 @@ pub struct Tools {
     kustomize_versions: kustomize::VersionProbe,
     /// The configured tools and their versions, once both probes worked.
     fingerprint: tokio::sync::Mutex<Option<String>>,
+    /// Whether a plugin sidecar with discovery is listening, and when
+    /// that was last asked.
+    plugin_discovery: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
+
+/// How long the answer to "does any sidecar do discovery" is kept.
+const PLUGIN_DISCOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Tools {
     /// Where plugin sidecars listen.
     pub fn plugin_sockets(&self) -> &std::path::Path {
         &self.config.plugin_sockets
+    }
+
+    /// How files reach plugins.
+    pub fn plugin_files(&self) -> &PluginFiles {
+        &self.config.plugin_files
+    }
+
+    /// How long one call to a plugin sidecar may take: its commands' exec
+    /// timeout and kill grace, and a margin for the transfer.
+    pub fn plugin_timeout(&self) -> std::time::Duration {
+        self.supervisor
+            .timeout()
+            .unwrap_or(std::time::Duration::from_secs(24 * 3600))
+            + self.supervisor.fatal_timeout()
+            + std::time::Duration::from_secs(10)
+    }
+
+    /// Where plugin archives are spooled.
+    pub fn spool_dir(&self) -> &Path {
+        &self.work
+    }
+
+    /// Whether a sidecar with discovery configured is listening (then an
+    /// app naming no source type may be a plugin app). Asked at most every
+    /// 30 s.
+    pub async fn plugin_discovery_possible(&self) -> bool {
+        let mut known = self.plugin_discovery.lock().await;
+        if let Some((at, answer)) = *known {
+            if at.elapsed() < PLUGIN_DISCOVERY_TTL {
+                return answer;
+            }
+        }
+        let answer = plugin::any_discovery(&self.config.plugin_sockets).await;
+        *known = Some((std::time::Instant::now(), answer));
+        answer
     }
 
     pub fn new(
@@ -134,6 +175,7 @@ impl Tools {
             helm_deps,
             kustomize_versions: Default::default(),
             fingerprint: Default::default(),
+            plugin_discovery: Default::default(),
         })
     }
 
@@ -365,6 +407,22 @@ pub enum Error {
     ToolOutput { tool: &'static str, message: String },
     #[error("failed to read {file:?}: {message}")]
     Io { file: String, message: String },
+    /// No plugin sidecar takes the app (named: that one does not).
+    #[error("{message}")]
+    PluginNotFound { message: String },
+    /// The sidecar answered with an error, or could not be reached.
+    #[error("plugin {plugin:?}: {message}")]
+    PluginFailed {
+        plugin: String,
+        message: String,
+        unavailable: bool,
+        timed_out: bool,
+    },
+    /// The sidecar's output is not a stream of Kubernetes objects.
+    #[error(
+        "failed to convert CMP manifests to unstructured objects (plugin {plugin:?}): {message}"
+    )]
+    PluginOutput { plugin: String, message: String },
 }
 
 /// Which source type renders an app: the explicitly configured one, else

@@ -37,14 +37,47 @@ pub struct SourceSpec {
     pub kustomize: Option<KustomizeSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub directory: Option<DirectorySpec>,
-    /// Config management plugins are rendered by a later milestone; only
-    /// the presence of the section matters here.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub plugin: Option<Value>,
+    pub plugin: Option<PluginSpec>,
     /// Git tags considered for a semver `targetRevision` start with this
     /// (stripped to compare).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub tag_prefix: String,
+}
+
+/// `ApplicationSourcePlugin`: which config management plugin renders the
+/// app (empty: discovery), its environment and parameters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PluginSpec {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<PluginEnv>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<PluginParameter>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginEnv {
+    pub name: String,
+    pub value: String,
+}
+
+/// One plugin parameter: a string, a map or an array (presence matters:
+/// a parameter may be an empty map).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginParameter {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub string: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub array: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

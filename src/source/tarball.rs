@@ -885,7 +885,40 @@ fn shorten(text: &str, max_chars: usize) -> String {
 /// files and symlinks, not directories; symlink targets are written as they
 /// are (checking them is the job of the out-of-bounds symlink scan).
 pub fn build(root: &Path, exclude: &[String], writer: impl Write) -> Result<u64, Error> {
+    build_selected(root, None, exclude, writer)
+}
+
+/// [`build`], keeping only the paths `only` names (root-relative, `/`-separated; a directory
+/// brings everything below it) and the directories on the way to them; `None` keeps
+/// everything. Blocking.
+pub fn build_selected(
+    root: &Path,
+    only: Option<&[String]>,
+    exclude: &[String],
+    writer: impl Write,
+) -> Result<u64, Error> {
     let excluded = exclude_set(exclude)?;
+    let selected: Option<Vec<PathBuf>> = only.map(|paths| {
+        paths
+            .iter()
+            .map(|p| {
+                p.split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .collect::<PathBuf>()
+            })
+            .collect()
+    });
+    // Whether `rel` is selected itself (or lies below a selected path), and whether it is a
+    // directory on the way to one.
+    let keeps = |rel: &Path| -> (bool, bool) {
+        match &selected {
+            None => (true, false),
+            Some(paths) => (
+                paths.iter().any(|p| rel.starts_with(p)),
+                paths.iter().any(|p| p.starts_with(rel) && p != rel),
+            ),
+        }
+    };
     let build_error = |rel: &Path, error: io::Error| Error::Build {
         path: if rel.as_os_str().is_empty() {
             ".".to_owned()
@@ -913,6 +946,10 @@ pub fn build(root: &Path, exclude: &[String], writer: impl Write) -> Result<u64,
             continue;
         }
         if excluded.is_match(&rel) {
+            continue;
+        }
+        let (inside, on_the_way) = keeps(&rel);
+        if !inside && !(on_the_way && kind.is_dir()) {
             continue;
         }
         if kind.is_dir() {
