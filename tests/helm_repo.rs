@@ -246,3 +246,102 @@ async fn a_helm_repository_with_basic_auth() {
     assert_eq!(listed.len(), 1);
     server.shutdown().await.unwrap();
 }
+
+/// A multi-source application: a chart from the Helm repository with a
+/// value file from a git `ref:` source (`$values/...`), as Argo CD users
+/// write them.
+#[tokio::test]
+async fn value_files_from_a_ref_source() {
+    use manifold::grpc::proto::v1alpha1::{ApplicationSourceHelm, RefTarget};
+    let charts = HelmRepoServer::start(&CHARTS, None);
+    let values = common::fixtures::GitRepo::new();
+    values.write("envs/prod/values.yaml", "value: from-the-values-repo\n");
+    values.commit("prod values");
+    let server = start_plaintext().await;
+    let mut client = client(&server).await;
+
+    let git_repo = |url: &str| Repository {
+        repo: url.to_string(),
+        r#type: "git".to_string(),
+        ..Default::default()
+    };
+    let request = |value_file: &str, refs: &[(&str, &str)]| {
+        let mut request = chart_request(helm_repo(&charts.url, "", ""), "web", "1.2.0");
+        request.has_multiple_sources = true;
+        request.no_revision_cache = true;
+        request.application_source.as_mut().unwrap().helm = Some(ApplicationSourceHelm {
+            value_files: vec![value_file.to_string()],
+            ..Default::default()
+        });
+        request.ref_sources = refs
+            .iter()
+            .map(|(name, revision)| {
+                (
+                    name.to_string(),
+                    RefTarget {
+                        repo: Some(git_repo(&values.url())),
+                        target_revision: revision.to_string(),
+                        chart: String::new(),
+                    },
+                )
+            })
+            .collect();
+        request
+    };
+    let value = |response: manifold::grpc::proto::repository::ManifestResponse| {
+        let manifests = parse_manifests(&response.manifests);
+        find(&manifests, "ConfigMap", "release-web")["data"]["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let rendered = client
+        .generate_manifest(request(
+            "$values/envs/prod/values.yaml",
+            &[("$values", "main")],
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}"))
+        .into_inner();
+    assert_eq!(value(rendered), "from-the-values-repo");
+
+    // A new commit of the values repository is a new render.
+    values.write("envs/prod/values.yaml", "value: changed\n");
+    values.commit("change prod values");
+    let rendered = client
+        .generate_manifest(request(
+            "$values/envs/prod/values.yaml",
+            &[("$values", "main")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(value(rendered), "changed");
+
+    // A name no source has, none at all, a path leaving the ref's tree.
+    let status = client
+        .generate_manifest(request("$other/values.yaml", &[("$values", "main")]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("$other") && status.message().contains("$values"));
+    let status = client
+        .generate_manifest(request("$values/envs/prod/values.yaml", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("no source has a 'ref' field"),
+        "{status:?}"
+    );
+    let status = client
+        .generate_manifest(request("$values/../../etc/passwd", &[("$values", "main")]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("outside repository root"),
+        "{status:?}"
+    );
+}

@@ -341,7 +341,31 @@ pub fn manifest_request(request: ManifestRequest) -> Result<pipeline::ManifestRe
         manifest_generate_paths: request.annotation_manifest_generate_paths,
         enable_oci: request.repo.as_ref().is_some_and(|repo| repo.enable_oci),
         enable_lfs: request.repo.as_ref().is_some_and(|repo| repo.enable_lfs),
+        ref_sources: ref_sources(request.ref_sources)?,
+        ref_commits: Default::default(),
     })
+}
+
+/// The `ref:` sources of a multi-source application, by `$name`.
+pub fn ref_sources(
+    sources: std::collections::HashMap<String, super::proto::v1alpha1::RefTarget>,
+) -> Result<BTreeMap<String, pipeline::RefSource>, Status> {
+    sources
+        .into_iter()
+        .map(|(name, target)| {
+            let (repo_url, _) = repository(target.repo.as_ref()).map_err(|status| {
+                Status::invalid_argument(format!("ref source {name}: {}", status.message()))
+            })?;
+            Ok((
+                name,
+                pipeline::RefSource {
+                    repo_url,
+                    target_revision: target.target_revision,
+                    chart: target.chart,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The source an Application's `sourceIndex` selects, as Argo CD picks it:

@@ -239,6 +239,20 @@ pub struct ManifestRequest {
     /// The repository's Git LFS files are rendered with their content
     /// (`enableLfs`).
     pub enable_lfs: bool,
+    /// The `ref:` sources of a multi-source application, by `$name`.
+    pub ref_sources: BTreeMap<String, RefSource>,
+    /// The commits of the ref sources this render reads (`$name` →
+    /// commit SHA), resolved by the pipeline before the cache lookup.
+    pub ref_commits: BTreeMap<String, String>,
+}
+
+/// A `ref:` source: another repository (or the same) whose files Helm
+/// value files name as `$name/path`.
+#[derive(Debug, Clone)]
+pub struct RefSource {
+    pub repo_url: RepoUrl,
+    pub target_revision: String,
+    pub chart: String,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -495,6 +509,9 @@ struct RenderInputs<'a> {
     /// Left out when false, so keys without LFS stay as they were.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     lfs: bool,
+    /// The `$name` value-file sources read, as `remote@commit`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    ref_commits: BTreeMap<&'a str, String>,
 }
 
 impl<'a> RenderInputs<'a> {
@@ -536,6 +553,18 @@ impl<'a> RenderInputs<'a> {
                 .collect(),
             has_multiple_sources: request.has_multiple_sources,
             lfs: request.enable_lfs,
+            ref_commits: request
+                .ref_commits
+                .iter()
+                .map(|(name, sha)| {
+                    let remote = request
+                        .ref_sources
+                        .get(name)
+                        .map(|r| r.repo_url.normalized())
+                        .unwrap_or_default();
+                    (name.as_str(), format!("{remote}@{sha}"))
+                })
+                .collect(),
         }
     }
 }
@@ -814,12 +843,13 @@ impl Pipeline {
 
     async fn generate_uncounted(
         &self,
-        request: ManifestRequest,
+        mut request: ManifestRequest,
     ) -> Result<(ManifestResult, Served), Error> {
         let oci = request.repo_type == RepoType::Oci
             || request.repo_url.as_str().starts_with("oci://")
             || request.enable_oci;
         if oci || request.repo_type == RepoType::Helm || !request.source.chart.is_empty() {
+            self.resolve_refs(&mut request, None).await?;
             return self.generate_chart(request, oci).await;
         }
         // A multi-source entry without path or chart (typically a `ref:`
@@ -856,6 +886,7 @@ impl Pipeline {
                 request.no_cache || request.no_revision_cache,
             )
             .await?;
+        self.resolve_refs(&mut request, Some(&commit_sha)).await?;
         let mut tools = self.renderer.tools.fingerprint().await;
         if let Some(requested) = self
             .renderer
@@ -944,6 +975,85 @@ impl Pipeline {
                 .await;
         }
         result.map(|result| (result, served))
+    }
+
+    /// Resolves the commits of the `ref:` sources the request's Helm value
+    /// files and file parameters name (`$name/path`), into
+    /// `request.ref_commits`, with Argo CD's checks: the name must be a
+    /// ref source, not a chart, one revision per repository, and the
+    /// app's own repository only at the app's commit (`commit_sha`).
+    async fn resolve_refs(
+        &self,
+        request: &mut ManifestRequest,
+        commit_sha: Option<&str>,
+    ) -> Result<(), Error> {
+        if !request.has_multiple_sources {
+            return Ok(());
+        }
+        let Some(helm) = &request.source.helm else {
+            return Ok(());
+        };
+        let names: Vec<String> = helm
+            .value_files
+            .iter()
+            .chain(helm.file_parameters.iter().map(|p| &p.path))
+            .filter(|raw| raw.starts_with('$'))
+            .map(|raw| raw.split('/').next().unwrap_or_default().to_string())
+            .collect();
+        let fresh = request.no_cache || request.no_revision_cache;
+        // Remote (normalised) -> (ref name, target revision, commit).
+        let mut by_remote: HashMap<String, (String, String, String)> = HashMap::new();
+        for name in names {
+            if request.ref_commits.contains_key(&name) {
+                continue;
+            }
+            let invalid = |message: String| Error::Invalid { message };
+            let Some(target) = request.ref_sources.get(&name) else {
+                if request.ref_sources.is_empty() {
+                    return Err(invalid(format!(
+                        "source referenced {name:?}, but no source has a 'ref' field defined"
+                    )));
+                }
+                let known: Vec<&str> = request.ref_sources.keys().map(String::as_str).collect();
+                return Err(invalid(format!(
+                    "source referenced {name:?}, which is not one of the available sources ({})",
+                    known.join(", ")
+                )));
+            };
+            if !target.chart.is_empty() {
+                return Err(invalid(format!(
+                    "source {name:?} has a 'chart' field: Helm charts cannot be 'ref' sources"
+                )));
+            }
+            let remote = target.repo_url.normalized();
+            if let Some((other, revision, sha)) = by_remote.get(&remote) {
+                if *revision != target.target_revision {
+                    return Err(invalid(format!(
+                        "cannot reference multiple revisions for the same repository ({name} references {:?} while {other} references {revision:?})",
+                        target.target_revision
+                    )));
+                }
+                request.ref_commits.insert(name, sha.clone());
+                continue;
+            }
+            let sha = self
+                .resolve_revision(&target.repo_url, &target.target_revision, "", fresh)
+                .await?;
+            if let Some(own) = commit_sha {
+                if remote == request.repo_url.normalized() && own != sha {
+                    return Err(invalid(format!(
+                        "cannot reference a different revision of the same repository ({name} references {:?} which resolves to {sha:?} while the application references {:?} which resolves to {own:?})",
+                        target.target_revision, request.revision
+                    )));
+                }
+            }
+            by_remote.insert(
+                remote,
+                (name.clone(), target.target_revision.clone(), sha.clone()),
+            );
+            request.ref_commits.insert(name, sha);
+        }
+        Ok(())
     }
 
     /// The config management plugins whose sidecars are listening.
@@ -1273,6 +1383,55 @@ impl Renderer {
             .await?)
     }
 
+    /// The trees of the ref sources `request.ref_commits` names (`$name` →
+    /// canonical root), and the snapshots that keep them alive; the app's
+    /// own repository is `own`, the snapshot being rendered.
+    async fn ref_roots(
+        &self,
+        request: &ManifestRequest,
+        own: &source::Snapshot,
+    ) -> Result<
+        (
+            HashMap<String, std::path::PathBuf>,
+            Vec<Arc<source::Snapshot>>,
+        ),
+        Error,
+    > {
+        let mut roots = HashMap::new();
+        let mut held = Vec::new();
+        for (name, sha) in &request.ref_commits {
+            let Some(target) = request.ref_sources.get(name) else {
+                continue;
+            };
+            if request.repo_type == RepoType::Git
+                && target.repo_url.normalized() == request.repo_url.normalized()
+                && own.commit_sha == *sha
+                && own.subtree().is_none()
+            {
+                roots.insert(name.clone(), own.root().to_path_buf());
+                continue;
+            }
+            let (store, sha) = self
+                .stores
+                .ensure_commit(&target.repo_url, &Resolved::Commit(sha.clone()), sha)
+                .await?;
+            let mut extras = git::ExportExtras::default();
+            if self.config.git_modules_enabled {
+                extras.submodules = self
+                    .stores
+                    .fetch_submodules(&target.repo_url, &store, &sha)
+                    .await?;
+            }
+            let snapshot = self
+                .snapshots
+                .get(&target.repo_url, &store, &sha, None, &extras)
+                .await?;
+            roots.insert(name.clone(), snapshot.root().to_path_buf());
+            held.push(snapshot);
+        }
+        Ok((roots, held))
+    }
+
     /// Fetches, snapshots and renders `commit_sha` for `request`.
     async fn render(
         &self,
@@ -1511,8 +1670,10 @@ impl Renderer {
                 }
             }
             SourceType::Helm => {
+                let (ref_roots, _ref_snapshots) = self.ref_roots(request, &snapshot).await?;
                 self.tools
                     .helm(HelmRequest {
+                        ref_roots: &ref_roots,
                         app_dir: &app_dir,
                         repo_root: &repo_root,
                         source: &source,

@@ -39,6 +39,9 @@ pub struct HelmRequest<'a> {
     /// URL schemes allowed for value files; `None` (no Helm options in the
     /// request) allows none.
     pub values_file_schemes: Option<&'a [String]>,
+    /// The trees of the multi-source `ref:` sources value files name
+    /// (`$name` → canonical root).
+    pub ref_roots: &'a std::collections::HashMap<String, PathBuf>,
 }
 
 /// Objects a tool produced, and the command lines Argo CD reports.
@@ -117,13 +120,16 @@ enum Resolved {
 }
 
 /// Resolves one value file reference as Argo CD does: a URL only with an
-/// allowed scheme; a relative path against the app directory, an absolute
-/// one against the repository root; symlinks resolved; the result must
-/// be inside the repository and not the root itself.
-fn resolve_reference(
+/// allowed scheme; a relative path against `base` (the app directory),
+/// an absolute one against `root` (the repository root, or a ref
+/// source's); symlinks resolved; the result must be inside `root` and not
+/// `root` itself.
+fn resolve_reference_in(
     request: &HelmRequest<'_>,
     reference: &str,
     resolve_links: bool,
+    base: &Path,
+    root: &Path,
 ) -> Result<Resolved, Error> {
     if let Some((scheme, _)) = reference.split_once("://").or_else(|| {
         reference
@@ -152,21 +158,21 @@ fn resolve_reference(
         }
     }
     let joined = if let Some(absolute) = reference.strip_prefix('/') {
-        clean(&request.repo_root.join(absolute))
+        clean(&root.join(absolute))
     } else {
-        clean(&request.app_dir.join(reference))
+        clean(&base.join(reference))
     };
     let resolved = if resolve_links {
         resolve_existing(&joined)
     } else {
         joined
     };
-    if resolved == request.repo_root {
+    if resolved == root {
         return Err(Error::ValueFile {
             message: format!("file '{reference}' resolved to the repository root"),
         });
     }
-    if !resolved.starts_with(request.repo_root) {
+    if !resolved.starts_with(root) {
         return Err(Error::ValueFile {
             message: format!("file '{reference}' resolved to outside repository root"),
         });
@@ -221,20 +227,24 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(matches)
 }
 
-/// A `$name/...` path names a file in another source of a multi-source
-/// application (unless `$name` is a build variable); not built yet.
-fn refuse_other_source(raw: &str, env: &BuildEnv) -> Result<(), Error> {
-    let Some(first) = raw.strip_prefix('$') else {
-        return Ok(());
-    };
-    let name = first.split('/').next().unwrap_or_default();
-    let name = name.trim_start_matches('{').trim_end_matches('}');
-    if env.vars().iter().any(|(var, _)| var == name) || name == "$" {
-        return Ok(());
+/// A value file reference with where it resolves: `$name/path` of a
+/// `ref:` source is root-relative in that source's tree (variables
+/// substituted after the source is picked, as in Argo CD); anything else
+/// is relative to the app directory, or to the repository root when
+/// absolute.
+fn reference_of<'r>(request: &'r HelmRequest<'_>, raw: &str) -> (String, &'r Path, &'r Path) {
+    if raw.starts_with('$') {
+        let name = raw.split('/').next().unwrap_or_default();
+        if let Some(root) = request.ref_roots.get(name) {
+            let rest = format!("/{}", raw[name.len()..].trim_start_matches('/'));
+            return (request.env.substitute(&rest), root, root);
+        }
     }
-    Err(Error::NotImplemented {
-        what: format!("value files from other sources ({raw})"),
-    })
+    (
+        request.env.substitute(raw),
+        request.app_dir,
+        request.repo_root,
+    )
 }
 
 /// The value files of the source, resolved, in Argo CD's order.
@@ -242,20 +252,17 @@ fn resolve_value_files(request: &HelmRequest<'_>) -> Result<Vec<Resolved>, Error
     let Some(helm) = &request.source.helm else {
         return Ok(Vec::new());
     };
-    for raw in &helm.value_files {
-        refuse_other_source(raw, request.env)?;
-    }
-    let references: Vec<String> = helm
+    let references: Vec<(String, &Path, &Path)> = helm
         .value_files
         .iter()
-        .map(|f| request.env.substitute(f))
+        .map(|raw| reference_of(request, raw))
         .collect();
     // Files listed explicitly keep their own position even when a glob
     // earlier in the list matches them too.
     let explicit: HashSet<Resolved> = references
         .iter()
-        .filter(|r| !is_glob(r))
-        .filter_map(|r| resolve_reference(request, r, true).ok())
+        .filter(|(r, _, _)| !is_glob(r))
+        .filter_map(|(r, base, root)| resolve_reference_in(request, r, true, base, root).ok())
         .collect();
     let mut out: Vec<Resolved> = Vec::new();
     let push = |resolved: Resolved, out: &mut Vec<Resolved>| {
@@ -263,9 +270,12 @@ fn resolve_value_files(request: &HelmRequest<'_>) -> Result<Vec<Resolved>, Error
             out.push(resolved);
         }
     };
-    for reference in &references {
+    for (reference, base, root) in &references {
+        let (base, root) = (*base, *root);
         if is_glob(reference) && !reference.contains("://") {
-            let Resolved::Local(pattern) = resolve_reference(request, reference, false)? else {
+            let Resolved::Local(pattern) =
+                resolve_reference_in(request, reference, false, base, root)?
+            else {
                 unreachable!("a pattern without a scheme is local")
             };
             let matches = expand_glob(&pattern).map_err(|message| Error::ValueFile {
@@ -281,9 +291,9 @@ fn resolve_value_files(request: &HelmRequest<'_>) -> Result<Vec<Resolved>, Error
             }
             for found in matches {
                 let canonical = found.canonicalize().unwrap_or(found.clone());
-                if !canonical.starts_with(request.repo_root) {
+                if !canonical.starts_with(root) {
                     let shown = found
-                        .strip_prefix(request.repo_root)
+                        .strip_prefix(root)
                         .unwrap_or(&found)
                         .display()
                         .to_string();
@@ -300,7 +310,7 @@ fn resolve_value_files(request: &HelmRequest<'_>) -> Result<Vec<Resolved>, Error
             }
             continue;
         }
-        let resolved = resolve_reference(request, reference, true)?;
+        let resolved = resolve_reference_in(request, reference, true, base, root)?;
         if let Resolved::Local(path) = &resolved {
             if !path.exists() && helm.ignore_missing_value_files {
                 continue;
@@ -367,9 +377,8 @@ fn template_args(request: &HelmRequest<'_>) -> Result<Template, Error> {
     }
     let mut set_file = BTreeMap::new();
     for parameter in &helm.file_parameters {
-        refuse_other_source(&parameter.path, request.env)?;
-        let reference = request.env.substitute(&parameter.path);
-        let resolved = resolve_reference(request, &reference, true)?;
+        let (reference, base, root) = reference_of(request, &parameter.path);
+        let resolved = resolve_reference_in(request, &reference, true, base, root)?;
         set_file.insert(parameter.name.clone(), resolved_arg(&resolved));
     }
     for (flag, values) in [
@@ -677,6 +686,7 @@ impl Tools {
             request.api_versions.to_vec(),
             request.values_file_schemes.map(<[String]>::to_vec),
         );
+        let ref_roots = request.ref_roots.clone();
         let (template, key, built, view) =
             tokio::task::spawn_blocking(move || -> Result<_, Error> {
                 let (app_dir, repo_root, source, env, app_name, namespace, kube, apis, schemes) =
@@ -691,6 +701,7 @@ impl Tools {
                     kube_version: &kube,
                     api_versions: &apis,
                     values_file_schemes: schemes.as_deref(),
+                    ref_roots: &ref_roots,
                 };
                 let template = template_args(&request)?;
                 let key = dependency_key(&app_dir, &repo_root, &helm_path)?;
@@ -953,6 +964,7 @@ mod tests {
                 kube_version: "",
                 api_versions: &[],
                 values_file_schemes: Some(&schemes),
+                ref_roots: &Default::default(),
             };
             resolve_value_files(&request).map(|files| {
                 files

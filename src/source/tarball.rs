@@ -949,7 +949,7 @@ pub fn build_selected(
             continue;
         }
         let (inside, on_the_way) = keeps(&rel);
-        if !inside && !(on_the_way && kind.is_dir()) {
+        if !(inside || (on_the_way && kind.is_dir())) {
             continue;
         }
         if kind.is_dir() {
