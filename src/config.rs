@@ -28,9 +28,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve Argo CD's repo-server gRPC API.
     Serve(ServeArgs),
+    /// Serve a config management plugin as a sidecar (Argo CD's argocd-cmp-server protocol).
+    CmpServer(crate::cmp_server::CmpServerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -885,7 +889,9 @@ mod tests {
     fn builds_server_config_with_argo_cd_defaults() {
         let cli =
             Cli::try_parse_from(["manifold", "serve", "--disable-tls", "--port", "0"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed as serve")
+        };
         let config = args.server_config().unwrap();
         assert_eq!(config.grpc_addr.port(), 0);
         assert_eq!(config.http_addr.port(), 8084);
@@ -905,7 +911,9 @@ mod tests {
             "0",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed as serve")
+        };
         let config = args.server_config().unwrap();
         assert_eq!(config.pipeline.parallelism_limit, Some(3));
         assert_eq!(config.pipeline.max_combined_directory_manifests_bytes, None);
@@ -928,7 +936,9 @@ mod tests {
             "zstd",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed as serve")
+        };
         assert!(
             !format!("{args:?}").contains("ignored"),
             "Debug hides passwords"
@@ -953,7 +963,9 @@ mod tests {
         );
 
         let cli = Cli::try_parse_from(["manifold", "serve", "--redis-compress", "lz4"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed as serve")
+        };
         assert_eq!(args.server_config().unwrap_err().name, "--redis-compress");
     }
 
@@ -973,7 +985,9 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting() {
         let cli = Cli::try_parse_from(["manifold", "serve", "--exec-timeout", "soon"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed as serve")
+        };
         let err = args.server_config().unwrap_err();
         assert_eq!(err.name, "ARGOCD_EXEC_TIMEOUT");
         let ca = tempfile::NamedTempFile::new().unwrap();
@@ -984,10 +998,14 @@ mod tests {
             ca.path().to_str().unwrap(),
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed as serve")
+        };
         assert_eq!(args.server_config().unwrap_err().name, "--client-ca-path");
         let cli = Cli::try_parse_from(["manifold", "serve", "--address", "nowhere"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed as serve")
+        };
         assert_eq!(args.server_config().unwrap_err().name, "--address");
     }
 }

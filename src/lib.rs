@@ -18,6 +18,7 @@
 
 pub mod cache;
 pub mod charts;
+pub mod cmp_server;
 pub mod config;
 pub mod domain;
 pub mod exec;

@@ -31,5 +31,14 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(manifold::server::run(config))?;
             Ok(())
         }
+        Command::CmpServer(args) => {
+            init_logging(&args.logformat, &args.loglevel)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(manifold::cmp_server::run(args))?;
+            Ok(())
+        }
     }
 }
