@@ -6,6 +6,7 @@
 #[path = "../../fixtures/mod.rs"]
 pub mod fixtures;
 pub mod process;
+pub mod sidecar;
 
 use std::time::Duration;
 
