@@ -20,6 +20,12 @@ pub struct RenderMetrics {
     pub permits_in_use: Gauge,
     /// Successful manifest answers by how they were found.
     pub answers: Family<AnswerLabels, Counter>,
+    /// Work on a remote after a cache miss, in progress.
+    pub pending: Family<RepoLabels, Gauge>,
+    /// Renders (a tool or plugin ran, or a directory was read) by source
+    /// type and outcome, and how long they took.
+    pub renders: Family<RenderLabels, Counter>,
+    pub render_duration: HistogramFamily<SourceTypeLabels>,
 }
 
 /// Labels of manifest answers.
@@ -80,6 +86,82 @@ pub struct SourceMetrics {
 pub struct ExecMetrics {
     /// External programs running right now.
     pub running: Gauge,
+    /// Programs that ran past their timeout (their group got SIGTERM).
+    pub timeouts: Counter,
+    /// Programs whose group still ran after the grace and got SIGKILL.
+    pub kills: Counter,
+}
+
+/// Labels of Argo CD's git request metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GitLabels {
+    /// The remote, without credentials.
+    pub repo: String,
+    /// `ls-remote` or `fetch`.
+    pub request_type: &'static str,
+}
+
+/// Labels of Argo CD's git failure metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GitFailureLabels {
+    /// The remote, without credentials (Argo CD puts its local clone path
+    /// here).
+    pub repo: String,
+    pub revision: String,
+}
+
+/// Labels naming a remote.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepoLabels {
+    /// The remote, without credentials.
+    pub repo: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Argo CD's git histogram buckets.
+fn git_buckets() -> Histogram {
+    Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0, 20.0])
+}
+
+/// Handles for git operations.
+#[derive(Debug, Clone)]
+pub struct GitMetrics {
+    /// Each ls-remote and fetch that reached the remote.
+    pub requests: Family<GitLabels, Counter>,
+    pub duration: HistogramFamily<GitLabels>,
+    pub fetch_failures: Family<GitFailureLabels, Counter>,
+    pub ls_remote_failures: Family<GitFailureLabels, Counter>,
+}
+
+impl Default for GitMetrics {
+    fn default() -> Self {
+        GitMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(git_buckets),
+            fetch_failures: Family::default(),
+            ls_remote_failures: Family::default(),
+        }
+    }
+}
+
+/// Labels of renders.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenderLabels {
+    /// `Helm`, `Kustomize`, `Directory`, `Plugin`.
+    pub source_type: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Labels of render durations.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceTypeLabels {
+    pub source_type: &'static str,
+}
+
+fn render_buckets() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0])
 }
 
 /// Labels of webhook requests.
@@ -115,6 +197,8 @@ pub struct WebhookMetrics {
 /// The registry and every handle.
 pub struct Metrics {
     registry: Registry,
+    pub git: GitMetrics,
+    pub grpc: crate::grpc::metrics::GrpcMetrics,
     pub render: RenderMetrics,
     pub source: SourceMetrics,
     pub exec: ExecMetrics,
@@ -138,7 +222,25 @@ impl Metrics {
             ]),
             permits_in_use: Gauge::default(),
             answers: Family::default(),
+            pending: Family::default(),
+            renders: Family::default(),
+            render_duration: Family::new_with_constructor(render_buckets),
         };
+        registry.register(
+            "argocd_repo_pending_request",
+            "Requests working on a repository after a cache miss",
+            render.pending.clone(),
+        );
+        registry.register(
+            "manifold_renders",
+            "Renders by source type and outcome",
+            render.renders.clone(),
+        );
+        registry.register(
+            "manifold_render_duration_seconds",
+            "Duration of renders by source type",
+            render.render_duration.clone(),
+        );
         registry.register(
             "argocd_repo_parallelism_wait_duration_seconds",
             "Time a manifest generation waited for a parallelism permit",
@@ -175,6 +277,37 @@ impl Metrics {
             "manifold_exec_running_processes",
             "External programs (git, helm, kustomize, plugins) running",
             exec.running.clone(),
+        );
+        registry.register(
+            "manifold_exec_timeouts",
+            "External programs that ran past their timeout (SIGTERM to the group)",
+            exec.timeouts.clone(),
+        );
+        registry.register(
+            "manifold_exec_kills",
+            "External programs whose group needed SIGKILL after the grace",
+            exec.kills.clone(),
+        );
+        let git = GitMetrics::default();
+        registry.register(
+            "argocd_git_request",
+            "Git requests (ls-remote, fetch) sent to remotes",
+            git.requests.clone(),
+        );
+        registry.register(
+            "argocd_git_request_duration_seconds",
+            "Duration of git requests",
+            git.duration.clone(),
+        );
+        registry.register(
+            "argocd_git_fetch_fail",
+            "Failed git fetches",
+            git.fetch_failures.clone(),
+        );
+        registry.register(
+            "argocd_git_lsremote_fail",
+            "Failed git ls-remotes",
+            git.ls_remote_failures.clone(),
         );
         let redis = RedisMetrics {
             requests: Family::default(),
@@ -223,8 +356,42 @@ impl Metrics {
             "Pushes whose invalidation and pre-rendering finished on this replica",
             webhook.pushes_processed.clone(),
         );
+        // As Argo CD: the handling-time histogram only when asked for.
+        let grpc = crate::grpc::metrics::GrpcMetrics::new(
+            std::env::var("ARGOCD_ENABLE_GRPC_TIME_HISTOGRAM").as_deref() == Ok("true"),
+        );
+        registry.register(
+            "grpc_server_started",
+            "Total number of RPCs started on the server",
+            grpc.started.clone(),
+        );
+        registry.register(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure",
+            grpc.handled.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_received",
+            "Total number of RPC stream messages received on the server",
+            grpc.received.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_sent",
+            "Total number of gRPC stream messages sent by the server",
+            grpc.sent.clone(),
+        );
+        if let Some(handling) = &grpc.handling {
+            registry.register(
+                "grpc_server_handling_seconds",
+                "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server",
+                handling.clone(),
+            );
+        }
+        registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
+            git,
+            grpc,
             webhook,
             render,
             source,
@@ -240,5 +407,123 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Prometheus' standard `process_*` metrics for this process, read from
+/// `/proc` at each scrape.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Some(process) = ProcessStats::read() else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(process.cpu_seconds);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            counter.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                process.resident_bytes,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                process.virtual_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                process.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                process.max_fds,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                process.start_time_seconds,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// What `/proc` says about this process.
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    virtual_bytes: f64,
+    open_fds: f64,
+    max_fds: f64,
+    start_time_seconds: f64,
+}
+
+impl ProcessStats {
+    fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let number = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        // USER_HZ: 100 on every Linux configuration in use.
+        let ticks = 100.0;
+        // utime, stime are fields 14 and 15 (1-based), i.e. 11 and 12 here.
+        let cpu_seconds = (number(11)? + number(12)?) / ticks;
+        let start_ticks = number(19)?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kilobytes = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(|kb| kb * 1024.0)
+        };
+        let virtual_bytes = kilobytes("VmSize:")?;
+        let resident_bytes = kilobytes("VmRSS:")?;
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("btime ")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        Some(ProcessStats {
+            cpu_seconds,
+            resident_bytes,
+            virtual_bytes,
+            open_fds,
+            max_fds,
+            start_time_seconds: boot + start_ticks / ticks,
+        })
     }
 }

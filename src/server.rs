@@ -205,7 +205,10 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         dir: render_dir,
         source,
     })?;
-    let stores = Arc::new(git::Stores::new(repos_dir, config.git.clone(), supervisor));
+    let stores = Arc::new(
+        git::Stores::new(repos_dir, config.git.clone(), supervisor)
+            .with_metrics(metrics.git.clone()),
+    );
     let snapshots = Arc::new(source::Snapshots::new(
         snapshots_dir,
         metrics.source.clone(),
@@ -315,6 +318,9 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     }
     let max = config.max_message_bytes;
     let router = builder
+        .layer(crate::grpc::metrics::GrpcMetricsLayer::new(
+            metrics.grpc.clone(),
+        ))
         .add_service(health_service)
         .add_service(VersionServiceServer::new(VersionServer))
         .add_service(

@@ -353,12 +353,14 @@ impl Supervisor {
                 Ok(status) => status,
                 Err(_) => {
                     timed_out = true;
+                    self.metrics.timeouts.inc();
                     supervised.kill(Signal::SIGTERM);
                     let fatal = self.config.fatal_timeout;
                     match tokio::time::timeout(fatal, supervised.child().wait()).await {
                         Ok(status) => status,
                         Err(_) => {
                             killed_after = Some(limit + fatal);
+                            self.metrics.kills.inc();
                             supervised.kill(Signal::SIGKILL);
                             supervised.child().wait().await
                         }

@@ -29,6 +29,7 @@ pub struct Stores {
     tokens: std::sync::OnceLock<Result<super::github_app::Tokens, String>>,
     /// Google Cloud and Azure access tokens, minted on first need.
     cloud_tokens: std::sync::OnceLock<Result<super::cloud::CloudTokens, String>>,
+    metrics: crate::metrics::GitMetrics,
 }
 
 /// The bare object store of one remote.
@@ -77,7 +78,39 @@ impl Stores {
             stores: Mutex::new(HashMap::new()),
             tokens: std::sync::OnceLock::new(),
             cloud_tokens: std::sync::OnceLock::new(),
+            metrics: Default::default(),
         }
+    }
+
+    /// These stores, reporting into `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::GitMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts a failed resolution of `revision` against `repo_url`'s refs
+    /// (Argo CD's `argocd_git_lsremote_fail_total`).
+    pub fn record_ls_remote_failure(&self, repo_url: &RepoUrl, revision: &str) {
+        self.metrics
+            .ls_remote_failures
+            .get_or_create(&crate::metrics::GitFailureLabels {
+                repo: repo_url.redacted(),
+                revision: revision.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one request to a remote and its duration.
+    fn observe(&self, repo_url: &RepoUrl, request_type: &'static str, started: std::time::Instant) {
+        let labels = crate::metrics::GitLabels {
+            repo: repo_url.redacted(),
+            request_type,
+        };
+        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics
+            .duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// `repo_url` with credentials git can use: a GitHub App's become an
@@ -132,8 +165,12 @@ impl Stores {
 
     /// Lists the refs the remote advertises (network; retried).
     pub async fn list_refs(&self, repo_url: &RepoUrl) -> Result<RemoteRefs, Error> {
-        let repo_url = self.authorised(repo_url).await?;
-        remote::list_refs(&self.supervisor, &self.config, &self.root, &repo_url).await
+        let authorised = self.authorised(repo_url).await?;
+        let started = std::time::Instant::now();
+        let listed =
+            remote::list_refs(&self.supervisor, &self.config, &self.root, &authorised).await;
+        self.observe(repo_url, "ls-remote", started);
+        listed
     }
 
     /// The store of `repo_url`, created (empty) on first use.
@@ -222,10 +259,25 @@ impl Stores {
             resolved.clone(),
             fetching,
         ));
-        fetch.await.map_err(|err| Error::Store {
-            repo_url: repo_url.redacted(),
-            message: format!("fetch task failed: {err}"),
-        })??;
+        let started = std::time::Instant::now();
+        let fetched = fetch
+            .await
+            .map_err(|err| Error::Store {
+                repo_url: repo_url.redacted(),
+                message: format!("fetch task failed: {err}"),
+            })
+            .and_then(|r| r);
+        self.observe(repo_url, "fetch", started);
+        if fetched.is_err() {
+            self.metrics
+                .fetch_failures
+                .get_or_create(&crate::metrics::GitFailureLabels {
+                    repo: repo_url.redacted(),
+                    revision: revision_for_errors.to_string(),
+                })
+                .inc();
+        }
+        fetched?;
         match find_commit(&store.path, repo_url, &wanted, revision_for_errors).await? {
             Some(sha) => Ok(sha),
             None => Err(Error::RevisionNotFound {

@@ -16,6 +16,8 @@ use proto::repository::*;
 use proto::v1alpha1;
 
 /// Code generated from `proto/` at build time.
+pub mod metrics;
+
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
     pub mod k8s {

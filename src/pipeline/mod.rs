@@ -469,6 +469,15 @@ struct Renderer {
     metrics: RenderMetrics,
 }
 
+/// Work on a remote in progress, counted until dropped.
+struct PendingGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A held parallelism permit, counted in the metrics.
 struct Permit {
     _permit: Option<OwnedSemaphorePermit>,
@@ -751,16 +760,25 @@ impl Pipeline {
         if git::is_full_sha(revision) {
             return Ok(Resolved::Commit(revision.to_ascii_lowercase()));
         }
-        let refs = self.refs(repo_url, fresh).await?;
+        let refs = match self.refs(repo_url, fresh).await {
+            Ok(refs) => refs,
+            Err(err) => {
+                self.stores.record_ls_remote_failure(repo_url, revision);
+                return Err(err);
+            }
+        };
         let tags = refs.tags();
         let versioned = semver_revision(revision, tag_prefix, &tags);
         let wanted = versioned.as_deref().unwrap_or(revision);
         match refs.resolve(wanted) {
             Some(resolved) => Ok(resolved),
-            None => Err(Error::Git(git::Error::RevisionNotFound {
-                repo_url: repo_url.redacted(),
-                revision: wanted.to_string(),
-            })),
+            None => {
+                self.stores.record_ls_remote_failure(repo_url, revision);
+                Err(Error::Git(git::Error::RevisionNotFound {
+                    repo_url: repo_url.redacted(),
+                    revision: wanted.to_string(),
+                }))
+            }
         }
     }
 
@@ -1432,6 +1450,20 @@ impl Renderer {
         Ok((roots, held))
     }
 
+    /// Counts work on `repo_url` after a cache miss until dropped
+    /// (`argocd_repo_pending_request_total`).
+    fn pending(&self, repo_url: &RepoUrl) -> PendingGuard {
+        let gauge = self
+            .metrics
+            .pending
+            .get_or_create(&crate::metrics::RepoLabels {
+                repo: repo_url.redacted(),
+            })
+            .clone();
+        gauge.inc();
+        PendingGuard(gauge)
+    }
+
     /// Fetches, snapshots and renders `commit_sha` for `request`.
     async fn render(
         &self,
@@ -1439,6 +1471,7 @@ impl Renderer {
         commit_sha: String,
     ) -> Result<ManifestResult, Error> {
         let _permit = self.permit().await?;
+        let _pending = self.pending(&request.repo_url);
         let (store, commit_sha) = self
             .stores
             .ensure_commit(
@@ -1650,68 +1683,84 @@ impl Renderer {
                 return Err(render::Error::OutOfBoundsSymlink { file }.into());
             }
         }
-        let rendered = match source_type {
-            SourceType::Directory => {
-                let options = directory_options(
-                    &source,
-                    &request.enabled_source_types,
-                    &env,
-                    self.config.max_combined_directory_manifests_bytes,
-                );
-                let (app_dir, repo_root) = (app_dir.clone(), repo_root.clone());
-                let objects = tokio::task::spawn_blocking(move || {
-                    directory::render(&app_dir, &repo_root, &options)
-                })
-                .await
-                .map_err(join_error)??;
-                Rendered {
-                    objects,
-                    commands: Vec::new(),
+        let started = std::time::Instant::now();
+        let rendered: Result<Rendered, Error> = async {
+            Ok(match source_type {
+                SourceType::Directory => {
+                    let options = directory_options(
+                        &source,
+                        &request.enabled_source_types,
+                        &env,
+                        self.config.max_combined_directory_manifests_bytes,
+                    );
+                    let (app_dir, repo_root) = (app_dir.clone(), repo_root.clone());
+                    let objects = tokio::task::spawn_blocking(move || {
+                        directory::render(&app_dir, &repo_root, &options)
+                    })
+                    .await
+                    .map_err(join_error)??;
+                    Rendered {
+                        objects,
+                        commands: Vec::new(),
+                    }
                 }
-            }
-            SourceType::Helm => {
-                let (ref_roots, _ref_snapshots) = self.ref_roots(request, &snapshot).await?;
-                self.tools
-                    .helm(HelmRequest {
-                        ref_roots: &ref_roots,
-                        app_dir: &app_dir,
-                        repo_root: &repo_root,
-                        source: &source,
-                        env: &env,
-                        app_name: &request.tracking.app_name,
-                        namespace: &request.tracking.namespace,
-                        kube_version: &request.kube_version,
-                        api_versions: &request.api_versions,
-                        values_file_schemes: request.values_file_schemes.as_deref(),
-                    })
-                    .await?
-            }
-            SourceType::Kustomize => {
-                self.tools
-                    .kustomize(KustomizeRequest {
-                        app_dir: &app_dir,
-                        repo_root: &repo_root,
-                        source: &source,
-                        env: &env,
-                        options: &request.kustomize_options,
-                        kube_version: &request.kube_version,
-                        api_versions: &request.api_versions,
-                        allow_concurrency,
-                    })
-                    .await?
-            }
-            SourceType::Plugin => {
-                let plugin_request =
-                    self.plugin_request(request, &source, &repo_root, &app_dir, &commit_sha)?;
-                let named = source
-                    .plugin
-                    .as_ref()
-                    .map(|p| p.name.as_str())
-                    .filter(|name| !name.is_empty());
-                let name = named.or(discovered_plugin.as_deref());
-                render::plugin::generate(&plugin_request, name).await?
-            }
+                SourceType::Helm => {
+                    let (ref_roots, _ref_snapshots) = self.ref_roots(request, &snapshot).await?;
+                    self.tools
+                        .helm(HelmRequest {
+                            ref_roots: &ref_roots,
+                            app_dir: &app_dir,
+                            repo_root: &repo_root,
+                            source: &source,
+                            env: &env,
+                            app_name: &request.tracking.app_name,
+                            namespace: &request.tracking.namespace,
+                            kube_version: &request.kube_version,
+                            api_versions: &request.api_versions,
+                            values_file_schemes: request.values_file_schemes.as_deref(),
+                        })
+                        .await?
+                }
+                SourceType::Kustomize => {
+                    self.tools
+                        .kustomize(KustomizeRequest {
+                            app_dir: &app_dir,
+                            repo_root: &repo_root,
+                            source: &source,
+                            env: &env,
+                            options: &request.kustomize_options,
+                            kube_version: &request.kube_version,
+                            api_versions: &request.api_versions,
+                            allow_concurrency,
+                        })
+                        .await?
+                }
+                SourceType::Plugin => {
+                    let plugin_request =
+                        self.plugin_request(request, &source, &repo_root, &app_dir, &commit_sha)?;
+                    let named = source
+                        .plugin
+                        .as_ref()
+                        .map(|p| p.name.as_str())
+                        .filter(|name| !name.is_empty());
+                    let name = named.or(discovered_plugin.as_deref());
+                    render::plugin::generate(&plugin_request, name).await?
+                }
+            })
+        }
+        .await;
+        let labels = crate::metrics::RenderLabels {
+            source_type: source_type.as_str(),
+            outcome: if rendered.is_ok() { "ok" } else { "error" },
         };
+        self.metrics.renders.get_or_create(&labels).inc();
+        self.metrics
+            .render_duration
+            .get_or_create(&crate::metrics::SourceTypeLabels {
+                source_type: source_type.as_str(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        let rendered = rendered?;
         let tracking = request.tracking.clone();
         let path = source.path.clone();
         let objects = rendered.objects;

@@ -163,6 +163,7 @@ impl Pipeline {
         {
             return Ok(files);
         }
+        let _pending = self.renderer.pending(commit.repo_url);
         let submodules = self.query_submodules(&commit, &store, &sha).await?;
         let (path, pattern_owned) = (store.path().to_path_buf(), pattern.to_string());
         let files = tokio::task::spawn_blocking(move || {
@@ -202,6 +203,7 @@ impl Pipeline {
         {
             return Ok(directories);
         }
+        let _pending = self.renderer.pending(commit.repo_url);
         let submodules = self.query_submodules(&commit, &store, &sha).await?;
         let path = store.path().to_path_buf();
         let directories = tokio::task::spawn_blocking(move || {
