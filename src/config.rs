@@ -82,6 +82,33 @@ pub struct ServeArgs {
     /// Log level: debug, info, warn or error.
     #[arg(long, env = "ARGOCD_REPO_SERVER_LOGLEVEL", default_value = "info")]
     pub loglevel: String,
+    /// OpenTelemetry collector (OTLP over gRPC, `host:port`) to send
+    /// traces to; empty: no tracing.
+    #[arg(long, env = "ARGOCD_REPO_SERVER_OTLP_ADDRESS", default_value = "")]
+    pub otlp_address: String,
+    /// Talk to the collector without TLS.
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_OTLP_INSECURE",
+        default_value = "true",
+        value_parser = go_bool,
+        action = clap::ArgAction::Set
+    )]
+    pub otlp_insecure: bool,
+    /// Headers sent with every export (`key=value,key2=value2`).
+    #[arg(long, env = "ARGOCD_REPO_SERVER_OTLP_HEADERS", default_value = "")]
+    pub otlp_headers: String,
+    /// Resource attributes (`key:value,key2:value2`).
+    #[arg(long, env = "ARGOCD_REPO_SERVER_OTLP_ATTRS", default_value = "")]
+    pub otlp_attrs: String,
+    /// Share of traces sampled (0 to 1; a sampled parent is followed).
+    #[arg(long, env = "ARGOCD_REPO_SERVER_OTLP_SAMPLE_RATIO", default_value = "1.0")]
+    pub otlp_sample_ratio: String,
+    /// Longest a client connection is served before the server asks the
+    /// client to reconnect (HTTP/2 GOAWAY), so long-lived connections
+    /// spread over new replicas; 0: forever.
+    #[arg(long, env = "MANIFOLD_MAX_CONNECTION_AGE", default_value = "10m")]
+    pub max_connection_age: String,
 
     // Settings Argo CD reads from the environment only.
     #[arg(
