@@ -102,7 +102,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGOCD_REPO_SERVER_OTLP_ATTRS", default_value = "")]
     pub otlp_attrs: String,
     /// Share of traces sampled (0 to 1; a sampled parent is followed).
-    #[arg(long, env = "ARGOCD_REPO_SERVER_OTLP_SAMPLE_RATIO", default_value = "1.0")]
+    #[arg(
+        long,
+        env = "ARGOCD_REPO_SERVER_OTLP_SAMPLE_RATIO",
+        default_value = "1.0"
+    )]
     pub otlp_sample_ratio: String,
     /// Longest a client connection is served before the server asks the
     /// client to reconnect (HTTP/2 GOAWAY), so long-lived connections
@@ -842,6 +846,8 @@ impl ServeArgs {
             },
             cache,
             shutdown_grace: duration("--shutdown-grace-period", &self.shutdown_grace_period)?,
+            max_connection_age: Some(duration("--max-connection-age", &self.max_connection_age)?)
+                .filter(|age| !age.is_zero()),
             git: git::Config {
                 git_program: "git".to_string(),
                 // Argo CD clamps values below 1 to 1.

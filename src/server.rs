@@ -52,6 +52,9 @@ pub struct Config {
     /// How long a stop waits for in-flight requests and open connections
     /// before closing them anyway.
     pub shutdown_grace: Duration,
+    /// Client connections older than this are asked to reconnect (so they
+    /// spread over new replicas); `None`: never.
+    pub max_connection_age: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +312,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let mut builder = tonic::transport::Server::builder();
+    if let Some(age) = config.max_connection_age {
+        // In-flight calls get the shutdown grace to finish after GOAWAY.
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(config.shutdown_grace);
+    }
     if let Some((cert, key)) = &identity {
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
@@ -342,11 +351,30 @@ pub async fn start(config: Config) -> Result<Server, Error> {
                 message: err.to_string(),
             })
     });
+    let self_check = crate::http::SelfCheck {
+        addr: SocketAddr::new(
+            if grpc_addr.ip().is_unspecified() {
+                if grpc_addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                }
+            } else {
+                grpc_addr.ip()
+            },
+            grpc_addr.port(),
+        ),
+        certificate: identity.as_ref().and_then(|(cert, _)| {
+            rustls::pki_types::pem::PemObject::from_pem_slice(cert.as_bytes())
+                .ok()
+                .map(|der: rustls::pki_types::CertificateDer<'static>| der.to_vec())
+        }),
+    };
     let http_stop = wait_for_stop(stopped);
     let http_task = tokio::spawn(async move {
         axum::serve(
             http_listener,
-            crate::http::router(metrics).merge(crate::webhook::router(webhooks)),
+            crate::http::router(metrics, self_check).merge(crate::webhook::router(webhooks)),
         )
         .with_graceful_shutdown(http_stop)
         .await

@@ -48,6 +48,7 @@ pub fn test_config(tls: Tls) -> server::Config {
         webhook: manifold::webhook::Config::default(),
         charts: manifold::charts::Config::default(),
         shutdown_grace: Duration::from_secs(10),
+        max_connection_age: None,
     }
 }
 
