@@ -10,6 +10,10 @@ scripts/install-tools.sh
 export PATH="$PWD/.tools/bin:$PATH"
 export CI="${CI:-true}"
 
+# Deployment artifacts: hadolint on the Dockerfile, helm lint and schema
+# checks of the chart.
+scripts/lint-deploy.sh
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
