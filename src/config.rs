@@ -113,6 +113,11 @@ pub struct ServeArgs {
     /// spread over new replicas; 0: forever.
     #[arg(long, env = "MANIFOLD_MAX_CONNECTION_AGE", default_value = "10m")]
     pub max_connection_age: String,
+    /// Most bytes of object stores, snapshots and chart archives kept
+    /// under `$TMPDIR` (a Kubernetes quantity); beyond it the least
+    /// recently used are removed. 0: no limit.
+    #[arg(long, env = "MANIFOLD_DISK_BUDGET", default_value = "0")]
+    pub disk_budget: String,
 
     // Settings Argo CD reads from the environment only.
     #[arg(
@@ -848,6 +853,12 @@ impl ServeArgs {
             shutdown_grace: duration("--shutdown-grace-period", &self.shutdown_grace_period)?,
             max_connection_age: Some(duration("--max-connection-age", &self.max_connection_age)?)
                 .filter(|age| !age.is_zero()),
+            persistent_work_dir: true,
+            disk_budget: Some(
+                parse_quantity(&self.disk_budget).map_err(|m| invalid("--disk-budget", m))?,
+            )
+            .filter(|bytes| *bytes > 0),
+            janitor_interval: std::time::Duration::from_secs(30),
             git: git::Config {
                 git_program: "git".to_string(),
                 // Argo CD clamps values below 1 to 1.

@@ -20,6 +20,7 @@ pub mod cache;
 pub mod charts;
 pub mod cmp_server;
 pub mod config;
+pub mod disk;
 pub mod domain;
 pub mod exec;
 pub mod git;

@@ -92,6 +92,24 @@ pub struct ExecMetrics {
     pub kills: Counter,
 }
 
+/// Labels of disk usage.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiskLabels {
+    /// `stores`, `snapshots` or `charts`.
+    pub kind: &'static str,
+}
+
+/// Handles for the disk budget.
+#[derive(Debug, Clone, Default)]
+pub struct DiskMetrics {
+    /// Bytes on disk by kind, measured by the janitor.
+    pub bytes: Family<DiskLabels, Gauge>,
+    /// The configured budget (0: none).
+    pub budget: Gauge,
+    /// What was removed to stay within the budget.
+    pub evictions: Family<DiskLabels, Counter>,
+}
+
 /// Labels of Argo CD's git request metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GitLabels {
@@ -197,6 +215,7 @@ pub struct WebhookMetrics {
 /// The registry and every handle.
 pub struct Metrics {
     registry: Registry,
+    pub disk: DiskMetrics,
     pub git: GitMetrics,
     pub grpc: crate::grpc::metrics::GrpcMetrics,
     pub render: RenderMetrics,
@@ -387,9 +406,26 @@ impl Metrics {
                 handling.clone(),
             );
         }
+        let disk = DiskMetrics::default();
+        registry.register(
+            "manifold_disk_bytes",
+            "Bytes on disk by kind (object stores, snapshots, chart archives)",
+            disk.bytes.clone(),
+        );
+        registry.register(
+            "manifold_disk_budget_bytes",
+            "The disk budget (0: none)",
+            disk.budget.clone(),
+        );
+        registry.register(
+            "manifold_disk_evictions",
+            "Removals made to stay within the disk budget, by kind",
+            disk.evictions.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
+            disk,
             git,
             grpc,
             webhook,

@@ -55,6 +55,14 @@ pub struct Config {
     /// Client connections older than this are asked to reconnect (so they
     /// spread over new replicas); `None`: never.
     pub max_connection_age: Option<Duration>,
+    /// Keep the work directory (`$TMPDIR/manifold`) for the next start, so
+    /// object stores survive restarts; else a throwaway one.
+    pub persistent_work_dir: bool,
+    /// Most bytes of object stores, snapshots and chart archives kept;
+    /// `None`: no limit.
+    pub disk_budget: Option<u64>,
+    /// How often unused snapshots are dropped and the budget enforced.
+    pub janitor_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +99,9 @@ pub struct Server {
     http_task: JoinHandle<Result<(), Error>>,
     janitor: JoinHandle<()>,
     webhook_worker: JoinHandle<()>,
-    /// Removed (with every store and snapshot) when the server is dropped.
-    _work_dir: tempfile::TempDir,
+    /// Locked while the server runs (a throwaway one is removed when the
+    /// server is dropped).
+    _work_dir: crate::disk::WorkDir,
 }
 
 impl Server {
@@ -179,18 +188,20 @@ fn load_or_generate_identity(tls: &Tls) -> Result<Option<(String, String)>, Erro
 pub async fn start(config: Config) -> Result<Server, Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let work_dir = tempfile::Builder::new()
-        .prefix("manifold-")
-        .tempdir_in(&config.temp_dir)
-        .map_err(|source| Error::WorkDir {
-            dir: config.temp_dir.clone(),
-            source,
-        })?;
-    // tempfile creates it 0700: private to this user.
+    let work_dir = if config.persistent_work_dir {
+        crate::disk::WorkDir::persistent(&config.temp_dir)
+    } else {
+        crate::disk::WorkDir::temporary(&config.temp_dir)
+    }
+    .map_err(|source| Error::WorkDir {
+        dir: config.temp_dir.clone(),
+        source,
+    })?;
+    // Created 0700: private to this user.
     let repos_dir = work_dir.path().join("repos");
     let snapshots_dir = work_dir.path().join("snapshots");
     for dir in [&repos_dir, &snapshots_dir] {
-        std::fs::create_dir(dir).map_err(|source| Error::WorkDir {
+        std::fs::create_dir_all(dir).map_err(|source| Error::WorkDir {
             dir: dir.clone(),
             source,
         })?;
@@ -216,26 +227,6 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         snapshots_dir,
         metrics.source.clone(),
     ));
-    let janitor = tokio::spawn({
-        // Unused snapshots are also dropped when renders ask for others;
-        // this catches the ones left when traffic stops.
-        let snapshots = Arc::downgrade(&snapshots);
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tick.tick().await;
-                let Some(snapshots) = snapshots.upgrade() else {
-                    return;
-                };
-                let dropped = tokio::task::spawn_blocking(move || snapshots.sweep())
-                    .await
-                    .unwrap_or(0);
-                if dropped > 0 {
-                    tracing::debug!(dropped, "removed unused snapshots");
-                }
-            }
-        }
-    });
     let cache = Arc::new(
         cache::Cache::new(
             config.cache.clone(),
@@ -247,10 +238,46 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         })?,
     );
     let charts_dir = work_dir.path().join("charts");
-    std::fs::create_dir(&charts_dir).map_err(|source| Error::WorkDir {
+    std::fs::create_dir_all(&charts_dir).map_err(|source| Error::WorkDir {
         dir: charts_dir.clone(),
         source,
     })?;
+    metrics
+        .disk
+        .budget
+        .set(config.disk_budget.unwrap_or(0).min(i64::MAX as u64) as i64);
+    let budget = crate::disk::Budget {
+        limit: config.disk_budget,
+        stores: stores.clone(),
+        snapshots: snapshots.clone(),
+        snapshots_dir: work_dir.path().join("snapshots"),
+        charts_dir: charts_dir.clone(),
+        metrics: metrics.disk.clone(),
+    };
+    let janitor = tokio::spawn({
+        // Unused snapshots are also dropped when renders ask for others;
+        // this catches the ones left when traffic stops, and keeps the
+        // disk within its budget.
+        let budget = Arc::new(budget);
+        let interval = config.janitor_interval;
+        async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let budget = budget.clone();
+                let dropped = tokio::task::spawn_blocking(move || {
+                    let dropped = budget.snapshots.sweep();
+                    budget.enforce();
+                    dropped
+                })
+                .await
+                .unwrap_or(0);
+                if dropped > 0 {
+                    tracing::debug!(dropped, "removed unused snapshots");
+                }
+            }
+        }
+    });
     let charts = Arc::new(crate::charts::Charts::new(
         config.charts.clone(),
         charts_dir,

@@ -289,6 +289,15 @@ impl Charts {
         };
         let _held = lock.lock().await;
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            // Its modification time is its last use, for the disk budget.
+            let touched = path.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&touched)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            })
+            .await;
             return Ok(path);
         }
         let chart_url = entry

@@ -13,7 +13,7 @@ use git2::{ErrorCode, ObjectType, Oid, Repository};
 
 use super::remote::{self, RemoteRefs, Resolved};
 use super::{git_invocation, Config, Error, Operation};
-use crate::domain::{unguessable_name, RepoUrl};
+use crate::domain::RepoUrl;
 use crate::exec::Supervisor;
 
 /// The object stores of every remote this process has seen.
@@ -35,6 +35,9 @@ pub struct Stores {
 /// The bare object store of one remote.
 pub struct RepoStore {
     path: PathBuf,
+    /// When a request last used it (seconds since the epoch), for
+    /// least-recently-used eviction.
+    last_used: std::sync::atomic::AtomicU64,
     /// Created on first use.
     init: tokio::sync::OnceCell<()>,
     /// Serialises fetches into this store. Held by the fetch task, not the
@@ -177,17 +180,21 @@ impl Stores {
     pub async fn store(&self, repo_url: &RepoUrl) -> Result<Arc<RepoStore>, Error> {
         let store = {
             let mut stores = self.stores.lock().expect("store map lock poisoned");
+            let normalized = repo_url.normalized();
+            let path = self.root.join(store_dir_name(&normalized));
             stores
-                .entry(repo_url.normalized())
+                .entry(normalized)
                 .or_insert_with(|| {
                     Arc::new(RepoStore {
-                        path: self.root.join(format!("{}.git", unguessable_name())),
+                        path,
+                        last_used: Default::default(),
                         init: tokio::sync::OnceCell::new(),
                         fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
                     })
                 })
                 .clone()
         };
+        store.touch();
         store
             .init
             .get_or_try_init(|| async {
@@ -460,7 +467,113 @@ async fn find_commit(
     })
 }
 
+/// The directory of a remote's store: named by a digest of its normalised
+/// URL, so a restart finds the stores it already has.
+fn store_dir_name(normalized: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "{}.git",
+        &hex::encode(Sha256::digest(normalized.as_bytes()))[..32]
+    )
+}
+
+/// A store directory on disk, as eviction sees it.
+#[derive(Debug)]
+pub struct StoreOnDisk {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Seconds since the epoch.
+    pub last_used: u64,
+}
+
+impl Stores {
+    /// Every store directory under the root with its size and when it was
+    /// last used (this process's record, else the directory's mtime).
+    /// Blocking.
+    pub fn on_disk(&self) -> Vec<StoreOnDisk> {
+        let known: HashMap<PathBuf, u64> = {
+            let stores = self.stores.lock().expect("store map lock poisoned");
+            stores
+                .values()
+                .map(|store| {
+                    (
+                        store.path.clone(),
+                        store.last_used.load(std::sync::atomic::Ordering::Relaxed),
+                    )
+                })
+                .collect()
+        };
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".git"))
+            .map(|entry| {
+                let path = entry.path();
+                let mtime = entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                let last_used = known
+                    .get(&path)
+                    .copied()
+                    .filter(|t| *t > 0)
+                    .unwrap_or(mtime);
+                StoreOnDisk {
+                    bytes: crate::disk::size_of(&path),
+                    path,
+                    last_used,
+                }
+            })
+            .collect()
+    }
+
+    /// Removes the store at `path` unless a request is using it (holds
+    /// it, or fetches into it). Returns whether it was removed. Blocking.
+    pub fn evict(&self, path: &Path) -> bool {
+        let doomed = {
+            let mut stores = self.stores.lock().expect("store map lock poisoned");
+            let key = stores
+                .iter()
+                .find(|(_, store)| store.path == path)
+                .map(|(key, store)| (key.clone(), store.clone()));
+            if let Some((key, store)) = key {
+                // The map's reference and ours: anything more is a user.
+                if Arc::strong_count(&store) > 2 || store.fetch_lock.try_lock().is_err() {
+                    return false;
+                }
+                stores.remove(&key);
+            }
+            // Out of the way while the map is locked: a request for this
+            // remote from now on creates a fresh store there.
+            let doomed =
+                path.with_extension(format!("evicted-{}", crate::domain::unguessable_name()));
+            if let Err(err) = fs::rename(path, &doomed) {
+                tracing::warn!(dir = %path.display(), %err, "cannot evict an object store");
+                return false;
+            }
+            doomed
+        };
+        if let Err(err) = fs::remove_dir_all(&doomed) {
+            tracing::warn!(dir = %doomed.display(), %err, "cannot remove an evicted object store");
+        }
+        true
+    }
+}
+
 impl RepoStore {
+    fn touch(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_used
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The bare object store on disk (for in-process reads).
     pub fn path(&self) -> &Path {
         &self.path

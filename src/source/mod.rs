@@ -316,6 +316,15 @@ impl Snapshots {
         before - entries.len()
     }
 
+    /// Forgets every snapshot no render uses (their trees are removed);
+    /// returns how many.
+    pub fn evict_idle(&self) -> usize {
+        let mut entries = self.entries.lock().expect("snapshot map lock poisoned");
+        let before = entries.len();
+        entries.retain(|_, entry| !entry.idle());
+        before - entries.len()
+    }
+
     /// How many snapshots (in use or idle) exist.
     pub fn len(&self) -> usize {
         self.entries

@@ -49,6 +49,9 @@ pub fn test_config(tls: Tls) -> server::Config {
         charts: manifold::charts::Config::default(),
         shutdown_grace: Duration::from_secs(10),
         max_connection_age: None,
+        persistent_work_dir: false,
+        disk_budget: None,
+        janitor_interval: Duration::from_secs(30),
     }
 }
 

@@ -12,6 +12,9 @@ pub struct Running {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// The server's `$TMPDIR` (its work directory lives there), removed
+    /// with it, unless the caller chose one.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Running {
@@ -25,6 +28,17 @@ impl Running {
 /// its start-up log line.
 pub fn start(extra_args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut command = Command::new(env!("CARGO_BIN_EXE_manifold"));
+    // A server keeps its work directory in $TMPDIR for the next start:
+    // each test server gets a $TMPDIR of its own.
+    let tmp = (!env.iter().any(|(name, _)| *name == "TMPDIR")).then(|| {
+        tempfile::Builder::new()
+            .prefix("manifold-tmp-")
+            .tempdir()
+            .unwrap()
+    });
+    if let Some(tmp) = &tmp {
+        command.env("TMPDIR", tmp.path());
+    }
     command
         .args([
             "serve",
@@ -83,6 +97,7 @@ pub fn start(extra_args: &[&str], env: &[(&str, &str)]) -> Running {
         grpc,
         http,
         log,
+        _tmp: tmp,
     }
 }
 
