@@ -26,6 +26,8 @@ pub struct RenderMetrics {
     /// type and outcome, and how long they took.
     pub renders: Family<RenderLabels, Counter>,
     pub render_duration: HistogramFamily<SourceTypeLabels>,
+    /// OCI registry operations.
+    pub oci: OciMetrics,
 }
 
 /// Labels of manifest answers.
@@ -90,6 +92,87 @@ pub struct ExecMetrics {
     pub timeouts: Counter,
     /// Programs whose group still ran after the grace and got SIGKILL.
     pub kills: Counter,
+}
+
+/// Labels of Argo CD's OCI request metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OciLabels {
+    /// The registry repository, without credentials.
+    pub repo: String,
+    /// `extract`, `resolve-revision`, `digest-metadata`, `get-tags`,
+    /// `test-repo`.
+    pub request_type: &'static str,
+}
+
+/// Handles for OCI registry operations, with Argo CD's names.
+#[derive(Debug, Clone)]
+pub struct OciMetrics {
+    pub requests: Family<OciLabels, Counter>,
+    pub duration: HistogramFamily<OciLabels>,
+    pub extract_failures: Family<GitFailureLabels, Counter>,
+    pub resolve_revision_failures: Family<GitFailureLabels, Counter>,
+    pub digest_metadata_failures: Family<GitFailureLabels, Counter>,
+    pub get_tags_failures: Family<RepoLabels, Counter>,
+    pub test_repo_failures: Family<RepoLabels, Counter>,
+}
+
+impl Default for OciMetrics {
+    fn default() -> Self {
+        OciMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(git_buckets),
+            extract_failures: Family::default(),
+            resolve_revision_failures: Family::default(),
+            digest_metadata_failures: Family::default(),
+            get_tags_failures: Family::default(),
+            test_repo_failures: Family::default(),
+        }
+    }
+}
+
+impl OciMetrics {
+    /// Counts one operation of `request_type` on `repo` (redacted) at
+    /// `revision`, its duration, and its failure.
+    pub fn record(
+        &self,
+        repo: &str,
+        request_type: &'static str,
+        revision: &str,
+        started: std::time::Instant,
+        failed: bool,
+    ) {
+        let labels = OciLabels {
+            repo: repo.to_string(),
+            request_type,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if !failed {
+            return;
+        }
+        let with_revision = GitFailureLabels {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+        };
+        let repo_only = RepoLabels {
+            repo: repo.to_string(),
+        };
+        match request_type {
+            "extract" => self.extract_failures.get_or_create(&with_revision).inc(),
+            "resolve-revision" => self
+                .resolve_revision_failures
+                .get_or_create(&with_revision)
+                .inc(),
+            "digest-metadata" => self
+                .digest_metadata_failures
+                .get_or_create(&with_revision)
+                .inc(),
+            "get-tags" => self.get_tags_failures.get_or_create(&repo_only).inc(),
+            _ => self.test_repo_failures.get_or_create(&repo_only).inc(),
+        };
+    }
 }
 
 /// Labels of disk usage.
@@ -244,7 +327,47 @@ impl Metrics {
             pending: Family::default(),
             renders: Family::default(),
             render_duration: Family::new_with_constructor(render_buckets),
+            oci: OciMetrics::default(),
         };
+        for (name, help, family) in [
+            (
+                "argocd_oci_extract_fail",
+                "Failed OCI artifact extractions",
+                render.oci.extract_failures.clone(),
+            ),
+            (
+                "argocd_oci_resolve_revision_fail",
+                "Failed OCI revision resolutions",
+                render.oci.resolve_revision_failures.clone(),
+            ),
+            (
+                "argocd_oci_digest_metadata_fail",
+                "Failed OCI metadata reads",
+                render.oci.digest_metadata_failures.clone(),
+            ),
+        ] {
+            registry.register(name, help, family);
+        }
+        registry.register(
+            "argocd_oci_get_tags_fail",
+            "Failed OCI tag listings",
+            render.oci.get_tags_failures.clone(),
+        );
+        registry.register(
+            "argocd_oci_test_repo_fail",
+            "Failed OCI repository tests",
+            render.oci.test_repo_failures.clone(),
+        );
+        registry.register(
+            "argocd_oci_request",
+            "OCI registry operations",
+            render.oci.requests.clone(),
+        );
+        registry.register(
+            "argocd_oci_request_duration_seconds",
+            "Duration of OCI registry operations",
+            render.oci.duration.clone(),
+        );
         registry.register(
             "argocd_repo_pending_request",
             "Requests working on a repository after a cache miss",

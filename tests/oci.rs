@@ -181,5 +181,30 @@ async fn charts_and_artifacts_from_an_oci_registry() {
         .await
         .unwrap_err();
     assert_ne!(status.code(), Code::Ok);
+
+    // Argo CD's OCI families count what was done.
+    let addr = server.http_addr();
+    let text = tokio::task::spawn_blocking(move || common::process::http_get(addr, "/metrics"))
+        .await
+        .unwrap();
+    for request_type in [
+        "extract",
+        "resolve-revision",
+        "digest-metadata",
+        "get-tags",
+        "test-repo",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("argocd_oci_request_total")
+                    && l.contains(&format!("request_type=\"{request_type}\""))),
+            "no {request_type} in\n{text}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("argocd_oci_extract_fail_total")),
+        "{text}"
+    );
     server.shutdown().await.unwrap();
 }

@@ -49,7 +49,15 @@ async fn materialise(
             .await
             .map_err(Error::Charts)?,
         Origin::Registry(reference) => {
-            extract_artifact(charts, &request.repo_url, reference, version, dir.path()).await?
+            extract_artifact(
+                &renderer.metrics.oci,
+                charts,
+                &request.repo_url,
+                reference,
+                version,
+                dir.path(),
+            )
+            .await?
         }
     }
     let snapshot = renderer.snapshots.adopt(dir, version)?;
@@ -68,6 +76,26 @@ async fn materialise(
 /// Extracts the artifact `version` names into `destination`: its Helm
 /// chart layer, or its one tar+gzip layer.
 async fn extract_artifact(
+    metrics: &crate::metrics::OciMetrics,
+    charts: &crate::charts::Charts,
+    repo_url: &RepoUrl,
+    reference: &oci::Reference,
+    version: &str,
+    destination: &std::path::Path,
+) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    let extracted = extract_layer(charts, repo_url, reference, version, destination).await;
+    metrics.record(
+        &repo_url.redacted(),
+        "extract",
+        version,
+        started,
+        extracted.is_err(),
+    );
+    extracted
+}
+
+async fn extract_layer(
     charts: &crate::charts::Charts,
     repo_url: &RepoUrl,
     reference: &oci::Reference,
@@ -184,11 +212,16 @@ impl Pipeline {
         if revision.starts_with("sha256:") || crate::semver::is_version(revision) {
             return Ok((reference, revision.to_string()));
         }
-        let tags = self
-            .charts
-            .oci_tags(repo_url, &reference)
-            .await
-            .map_err(Error::Charts)?;
+        let started = std::time::Instant::now();
+        let tags = self.charts.oci_tags(repo_url, &reference).await;
+        self.renderer.metrics.oci.record(
+            &repo_url.redacted(),
+            "resolve-revision",
+            revision,
+            started,
+            tags.is_err(),
+        );
+        let tags = tags.map_err(Error::Charts)?;
         let chosen = match crate::semver::Constraint::parse(revision) {
             Ok(constraint) => {
                 crate::semver::max_satisfying(&constraint, tags.iter().map(String::as_str))
@@ -221,12 +254,16 @@ impl Pipeline {
         let is_oci_url = repo_url.as_str().to_ascii_lowercase().starts_with("oci://");
         if is_oci_url && chart.is_empty() {
             let (reference, tag) = self.oci_artifact(repo_url, "", revision).await?;
-            let manifest = self
-                .charts
-                .oci_manifest(repo_url, &reference, &tag)
-                .await
-                .map_err(Error::Charts)?;
-            return Ok(manifest.digest);
+            let started = std::time::Instant::now();
+            let manifest = self.charts.oci_manifest(repo_url, &reference, &tag).await;
+            self.renderer.metrics.oci.record(
+                &repo_url.redacted(),
+                "resolve-revision",
+                revision,
+                started,
+                manifest.is_err(),
+            );
+            return Ok(manifest.map_err(Error::Charts)?.digest);
         }
         if crate::semver::is_version(revision) {
             return Ok(revision.to_string());
@@ -242,11 +279,26 @@ impl Pipeline {
 
     /// `ListOCITags`.
     pub async fn oci_tags(&self, repo_url: &RepoUrl) -> Result<Vec<String>, Error> {
+        self.oci_tags_as(repo_url, "get-tags").await
+    }
+
+    /// The registry repository's tags, counted as `request_type`.
+    pub(super) async fn oci_tags_as(
+        &self,
+        repo_url: &RepoUrl,
+        request_type: &'static str,
+    ) -> Result<Vec<String>, Error> {
         let reference = registry_reference(repo_url, "")?;
-        self.charts
-            .oci_tags(repo_url, &reference)
-            .await
-            .map_err(Error::Charts)
+        let started = std::time::Instant::now();
+        let tags = self.charts.oci_tags(repo_url, &reference).await;
+        self.renderer.metrics.oci.record(
+            &repo_url.redacted(),
+            request_type,
+            "",
+            started,
+            tags.is_err(),
+        );
+        tags.map_err(Error::Charts)
     }
 
     /// `GetOCIMetadata`: the manifest's annotations.
@@ -256,12 +308,19 @@ impl Pipeline {
         revision: &str,
     ) -> Result<std::collections::BTreeMap<String, String>, Error> {
         let reference = registry_reference(repo_url, "")?;
+        let started = std::time::Instant::now();
         let manifest = self
             .charts
             .oci_manifest(repo_url, &reference, revision)
-            .await
-            .map_err(Error::Charts)?;
-        Ok(manifest.annotations)
+            .await;
+        self.renderer.metrics.oci.record(
+            &repo_url.redacted(),
+            "digest-metadata",
+            revision,
+            started,
+            manifest.is_err(),
+        );
+        Ok(manifest.map_err(Error::Charts)?.annotations)
     }
 
     /// Where the chart (or artifact) of `request` comes from, and the
@@ -356,7 +415,15 @@ impl Pipeline {
         let dir = self.renderer.snapshots.new_upload_dir()?;
         if oci {
             let (reference, version) = self.oci_artifact(repo_url, chart, revision).await?;
-            extract_artifact(&self.charts, repo_url, &reference, &version, dir.path()).await?;
+            extract_artifact(
+                &self.renderer.metrics.oci,
+                &self.charts,
+                repo_url,
+                &reference,
+                &version,
+                dir.path(),
+            )
+            .await?;
         } else {
             let index = self.chart_index(repo_url, false).await?;
             let version = index

@@ -828,7 +828,9 @@ impl Pipeline {
                 self.test_chart_repository(repo_url).await
             }
             // A registry answers for its repositories' tags.
-            RepoType::Helm | RepoType::Oci => self.oci_tags(repo_url).await.map(|_| ()),
+            RepoType::Helm | RepoType::Oci => {
+                self.oci_tags_as(repo_url, "test-repo").await.map(|_| ())
+            }
         }
     }
 
