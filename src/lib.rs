@@ -27,6 +27,7 @@ pub mod git;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod otlp;
 pub mod pipeline;
 pub mod render;
 pub mod semver;
