@@ -125,6 +125,14 @@ RUN apt-get update \
 
 COPY --from=tools /out/helm /out/kustomize /usr/local/bin/
 COPY --from=builder /out/manifold /usr/local/bin/manifold
+# Argo CD's program names run manifold's matching command, so manifests
+# written for the argocd image work unchanged (argo-helm passes
+# argocd-repo-server as the first argument; its copyutil init container
+# copies /usr/local/bin/argocd for plugin sidecars, which then run it as
+# argocd-cmp-server).
+RUN ln -s manifold /usr/local/bin/argocd \
+    && ln -s manifold /usr/local/bin/argocd-repo-server \
+    && ln -s manifold /usr/local/bin/argocd-cmp-server
 
 # Clones, object stores and render scratch space live under $TMPDIR: mount a
 # volume (an emptyDir in Kubernetes) there, so the root filesystem can stay

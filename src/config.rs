@@ -905,6 +905,30 @@ fn go_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// The command line with Argo CD's program names mapped to manifold's
+/// commands: run as (or given first) `argocd-repo-server`, it is `serve`;
+/// `argocd-cmp-server`, `cmp-server`. Manifests written for Argo CD's image
+/// (argo-helm's `args: [/usr/local/bin/argocd-repo-server, ...]`, plugin
+/// sidecars running a copy named `argocd-cmp-server`) then work unchanged.
+pub fn argo_cd_compatible_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let command = |arg: &std::ffi::OsString| -> Option<&'static str> {
+        match std::path::Path::new(arg).file_name()?.to_str()? {
+            "argocd-repo-server" => Some("serve"),
+            "argocd-cmp-server" => Some("cmp-server"),
+            _ => None,
+        }
+    };
+    if let Some(first) = args.get(1).and_then(command) {
+        args[1] = first.into();
+    } else if let Some(program) = args.first().and_then(command) {
+        args.insert(1, program.into());
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1051,5 +1075,37 @@ mod tests {
             unreachable!("parsed as serve")
         };
         assert_eq!(args.server_config().unwrap_err().name, "--address");
+    }
+
+    #[test]
+    fn argo_cd_program_names_map_to_commands() {
+        let map = |args: &[&str]| -> Vec<String> {
+            argo_cd_compatible_args(args.iter().map(std::ffi::OsString::from))
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            map(&[
+                "/usr/local/bin/manifold",
+                "/usr/local/bin/argocd-repo-server",
+                "--port=8081"
+            ]),
+            ["/usr/local/bin/manifold", "serve", "--port=8081"]
+        );
+        assert_eq!(
+            map(&["/var/run/argocd/argocd-cmp-server", "--loglevel", "info"]),
+            [
+                "/var/run/argocd/argocd-cmp-server",
+                "cmp-server",
+                "--loglevel",
+                "info"
+            ]
+        );
+        assert_eq!(
+            map(&["/usr/local/bin/argocd-repo-server"]),
+            ["/usr/local/bin/argocd-repo-server", "serve"]
+        );
+        assert_eq!(map(&["manifold", "serve"]), ["manifold", "serve"]);
     }
 }

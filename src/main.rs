@@ -46,7 +46,9 @@ fn init_logging(
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(manifold::config::argo_cd_compatible_args(
+        std::env::args_os(),
+    ));
     match cli.command {
         Command::Serve(args) => {
             let otlp = OtlpConfig::from_args(
