@@ -180,11 +180,17 @@ async fn serve_exports_request_spans_to_the_collector() {
         }
     }
 
-    // A span closed just before SIGTERM is flushed on the way out.
-    client
-        .generate_manifest(manifest_request(&example.repo.url(), "guestbook", "main"))
-        .await
-        .unwrap();
+    // A span closed just before SIGTERM is flushed on the way out; it
+    // continues the trace the caller sent (as Argo CD's clients do).
+    let mut request =
+        tonic::Request::new(manifest_request(&example.repo.url(), "guestbook", "main"));
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    client.generate_manifest(request).await.unwrap();
     drop(client);
     terminate_and_wait(running).await;
     let spans = collector.named("GenerateManifest");
@@ -193,6 +199,11 @@ async fn serve_exports_request_spans_to_the_collector() {
         spans[0].trace_id, spans[1].trace_id,
         "one trace per request"
     );
+    let continued = spans
+        .iter()
+        .find(|s| hex::encode(&s.trace_id) == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .expect("the caller's trace is continued");
+    assert_eq!(hex::encode(&continued.parent_span_id), "00f067aa0ba902b7");
 }
 
 #[tokio::test]

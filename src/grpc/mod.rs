@@ -71,6 +71,14 @@ fn manifest_response(result: crate::pipeline::ManifestResult) -> ManifestRespons
     }
 }
 
+/// The caller's W3C trace context (Argo CD's clients send it), for the
+/// request's span (not recorded when absent).
+fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+}
+
 /// Git-only RPCs on a Helm or OCI repository: the caller's mistake.
 fn only_git(repo_type: crate::pipeline::RepoType, method: &str) -> Result<(), Status> {
     if repo_type == crate::pipeline::RepoType::Git {
@@ -94,7 +102,7 @@ fn refuse_signature_checks(check: bool, policy: bool) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl RepoServerService for RepoServer {
-    #[tracing::instrument(name = "GenerateManifest", skip_all, fields(app = %request.get_ref().app_name))]
+    #[tracing::instrument(name = "GenerateManifest", skip_all, fields(traceparent = traceparent(request.metadata()), app = %request.get_ref().app_name))]
     async fn generate_manifest(
         &self,
         request: Request<ManifestRequest>,
@@ -108,7 +116,7 @@ impl RepoServerService for RepoServer {
         Ok(Response::new(manifest_response(result)))
     }
 
-    #[tracing::instrument(name = "GenerateManifestWithFiles", skip_all)]
+    #[tracing::instrument(name = "GenerateManifestWithFiles", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn generate_manifest_with_files(
         &self,
         request: Request<Streaming<ManifestRequestWithFiles>>,
@@ -153,7 +161,7 @@ impl RepoServerService for RepoServer {
         Ok(Response::new(manifest_response(result)))
     }
 
-    #[tracing::instrument(name = "TestRepository", skip_all)]
+    #[tracing::instrument(name = "TestRepository", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn test_repository(
         &self,
         request: Request<TestRepositoryRequest>,
@@ -169,7 +177,7 @@ impl RepoServerService for RepoServer {
         }))
     }
 
-    #[tracing::instrument(name = "ResolveRevision", skip_all)]
+    #[tracing::instrument(name = "ResolveRevision", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn resolve_revision(
         &self,
         request: Request<ResolveRevisionRequest>,
@@ -207,7 +215,7 @@ impl RepoServerService for RepoServer {
         }))
     }
 
-    #[tracing::instrument(name = "ListRefs", skip_all)]
+    #[tracing::instrument(name = "ListRefs", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn list_refs(&self, request: Request<ListRefsRequest>) -> Result<Response<Refs>, Status> {
         let (repo_url, _) = convert::repository(request.get_ref().repo.as_ref())?;
         let refs = self
@@ -221,7 +229,7 @@ impl RepoServerService for RepoServer {
         }))
     }
 
-    #[tracing::instrument(name = "ListOCITags", skip_all)]
+    #[tracing::instrument(name = "ListOCITags", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn list_oci_tags(
         &self,
         request: Request<ListRefsRequest>,
@@ -238,7 +246,7 @@ impl RepoServerService for RepoServer {
         }))
     }
 
-    #[tracing::instrument(name = "ListApps", skip_all)]
+    #[tracing::instrument(name = "ListApps", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn list_apps(
         &self,
         request: Request<ListAppsRequest>,
@@ -268,7 +276,7 @@ impl RepoServerService for RepoServer {
         }))
     }
 
-    #[tracing::instrument(name = "GetAppDetails", skip_all, fields(app = %request.get_ref().app_name))]
+    #[tracing::instrument(name = "GetAppDetails", skip_all, fields(traceparent = traceparent(request.metadata()), app = %request.get_ref().app_name))]
     async fn get_app_details(
         &self,
         request: Request<RepoServerAppDetailsQuery>,
@@ -339,7 +347,7 @@ impl RepoServerService for RepoServer {
         Ok(Response::new(response))
     }
 
-    #[tracing::instrument(name = "GetRevisionMetadata", skip_all)]
+    #[tracing::instrument(name = "GetRevisionMetadata", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn get_revision_metadata(
         &self,
         request: Request<RepoServerRevisionMetadataRequest>,
@@ -356,7 +364,7 @@ impl RepoServerService for RepoServer {
         Ok(Response::new(convert::revision_metadata(metadata)))
     }
 
-    #[tracing::instrument(name = "GetOCIMetadata", skip_all)]
+    #[tracing::instrument(name = "GetOCIMetadata", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn get_oci_metadata(
         &self,
         request: Request<RepoServerRevisionChartDetailsRequest>,
@@ -381,7 +389,7 @@ impl RepoServerService for RepoServer {
         }))
     }
 
-    #[tracing::instrument(name = "GetRevisionChartDetails", skip_all)]
+    #[tracing::instrument(name = "GetRevisionChartDetails", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn get_revision_chart_details(
         &self,
         request: Request<RepoServerRevisionChartDetailsRequest>,
@@ -402,7 +410,7 @@ impl RepoServerService for RepoServer {
         }))
     }
 
-    #[tracing::instrument(name = "GetHelmCharts", skip_all)]
+    #[tracing::instrument(name = "GetHelmCharts", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn get_helm_charts(
         &self,
         request: Request<HelmChartsRequest>,
@@ -434,7 +442,7 @@ impl RepoServerService for RepoServer {
         }))
     }
 
-    #[tracing::instrument(name = "GetGitFiles", skip_all)]
+    #[tracing::instrument(name = "GetGitFiles", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn get_git_files(
         &self,
         request: Request<GitFilesRequest>,
@@ -462,7 +470,7 @@ impl RepoServerService for RepoServer {
         }))
     }
 
-    #[tracing::instrument(name = "GetGitDirectories", skip_all)]
+    #[tracing::instrument(name = "GetGitDirectories", skip_all, fields(traceparent = traceparent(request.metadata())))]
     async fn get_git_directories(
         &self,
         request: Request<GitDirectoriesRequest>,
@@ -484,7 +492,7 @@ impl RepoServerService for RepoServer {
         Ok(Response::new(GitDirectoriesResponse { paths }))
     }
 
-    #[tracing::instrument(name = "UpdateRevisionForPaths", skip_all, fields(app = %request.get_ref().app_name))]
+    #[tracing::instrument(name = "UpdateRevisionForPaths", skip_all, fields(traceparent = traceparent(request.metadata()), app = %request.get_ref().app_name))]
     async fn update_revision_for_paths(
         &self,
         request: Request<UpdateRevisionForPathsRequest>,
