@@ -524,7 +524,7 @@ pub(crate) fn tls_config(
     let builder = if insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_custom_certificate_verifier(Arc::new(AcceptCertificate::any(provider)))
     } else {
         let roots = match ca_pem {
             Some(pem) => {
@@ -562,46 +562,79 @@ const CA_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",                  // Alpine, macOS
 ];
 
-/// Roots from `SSL_CERT_FILE`, else the first system CA bundle found. An
-/// empty store (HTTPS requests then fail with a certificate error) is
-/// logged, not fatal: the server may never make an HTTPS request.
-fn system_roots() -> rustls::RootCertStore {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
+/// The PEM bytes of `SSL_CERT_FILE`, else of the first system CA bundle
+/// found that holds a certificate; `None` (logged) when there is none.
+pub(crate) fn system_ca_bundle() -> Option<Vec<u8>> {
     let candidates = std::env::var_os("SSL_CERT_FILE")
         .map(PathBuf::from)
         .into_iter()
         .chain(CA_BUNDLES.iter().map(PathBuf::from));
     for path in candidates {
-        let Ok(certs) = CertificateDer::pem_file_iter(&path) else {
-            continue;
-        };
-        let (added, ignored) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
-        if added > 0 {
-            tracing::debug!(path = %path.display(), added, ignored, "loaded system CA roots");
-            return roots;
+        if let Ok(pem) = std::fs::read(&path) {
+            if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                tracing::debug!(path = %path.display(), "found the system CA bundle");
+                return Some(pem);
+            }
         }
     }
     tracing::warn!("no system CA bundle found; HTTPS requests will fail verification");
+    None
+}
+
+/// The system roots (see [`system_ca_bundle`]). An empty store (HTTPS
+/// requests then fail with a certificate error) is not fatal: the server
+/// may never make an HTTPS request.
+fn system_roots() -> rustls::RootCertStore {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = system_ca_bundle() {
+        roots
+            .add_parsable_certificates(CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok));
+    }
     roots
 }
 
-/// Accepts any server certificate (a repository marked `insecure`);
-/// signatures are still checked so the handshake is well-formed.
+/// Accepts a server certificate without a chain to a root: any (a
+/// repository marked `insecure`), or exactly one (`pinned`, the DER of
+/// the certificate expected). Handshake signatures are still checked.
 #[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptCertificate {
+    pinned: Option<Vec<u8>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl rustls::client::danger::ServerCertVerifier for NoVerification {
+impl AcceptCertificate {
+    pub(crate) fn any(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        AcceptCertificate {
+            pinned: None,
+            provider,
+        }
+    }
+
+    pub(crate) fn pinned(der: Vec<u8>, provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        AcceptCertificate {
+            pinned: Some(der),
+            provider,
+        }
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for AcceptCertificate {
     fn verify_server_cert(
         &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
         _intermediates: &[rustls::pki_types::CertificateDer<'_>],
         _server_name: &rustls::pki_types::ServerName<'_>,
         _ocsp_response: &[u8],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        match &self.pinned {
+            Some(der) if end_entity.as_ref() != der.as_slice() => Err(rustls::Error::General(
+                "not the expected certificate".to_string(),
+            )),
+            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -614,7 +647,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -628,12 +661,14 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

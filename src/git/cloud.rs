@@ -24,6 +24,7 @@
 //! Secrets (private keys, client secrets, federated tokens, signed JWTs,
 //! access tokens) never appear in an error message or a log line.
 
+use super::github_app::error_chain;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -89,9 +90,6 @@ const DEFAULT_TOKEN_LIFETIME_SECS: i64 = 3600;
 
 /// Timeout of one token request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest excerpt of an error response body kept in a message.
-const BODY_EXCERPT_CHARS: usize = 200;
 
 /// Which exchange failed, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -788,31 +786,11 @@ fn excerpt(body: &str, secrets: &[&str]) -> String {
             body = body.replace(&encoded, "<redacted>");
         }
     }
-    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = super::github_app::one_line(&body);
     if one_line.is_empty() {
         return "(empty body)".to_string();
     }
-    let mut chars = one_line.chars();
-    let mut out: String = chars.by_ref().take(BODY_EXCERPT_CHARS).collect();
-    if chars.next().is_some() {
-        out.push('…');
-    }
-    out
-}
-
-/// An error and its sources, joined by `: `.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+    one_line
 }
 
 #[cfg(test)]
@@ -1190,7 +1168,10 @@ mod tests {
         let long = "x".repeat(500);
         let e = excerpt(&format!("a\n  b {long}"), &[]);
         assert!(e.starts_with("a b xxx"));
-        assert_eq!(e.chars().count(), BODY_EXCERPT_CHARS + 1);
+        assert_eq!(
+            e.chars().count(),
+            crate::git::github_app::BODY_EXCERPT_CHARS + 1
+        );
         let mut encoded = String::new();
         percent_encode_into(&mut encoded, SECRET);
         let e = excerpt(&format!("raw {SECRET} form {encoded}"), &[SECRET, ""]);

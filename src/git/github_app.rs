@@ -47,7 +47,7 @@ const JWT_LIFETIME_SECS: i64 = 120;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest excerpt of an error response body kept in a message.
-const BODY_EXCERPT_CHARS: usize = 200;
+pub(super) const BODY_EXCERPT_CHARS: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -402,8 +402,13 @@ fn redact_url(url: &str) -> String {
 /// One line of at most 200 characters of an error body, with the JWT (should
 /// a server echo it) blanked.
 fn excerpt(body: &str, jwt: &str) -> String {
-    let body = body.replace(jwt, "<jwt>");
-    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line(&body.replace(jwt, "<jwt>"))
+}
+
+/// `text` on one line, cut to [`BODY_EXCERPT_CHARS`] characters (an
+/// ellipsis marks the cut). Shared with [`super::cloud`].
+pub(super) fn one_line(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut chars = one_line.chars();
     let mut out: String = chars.by_ref().take(BODY_EXCERPT_CHARS).collect();
     if chars.next().is_some() {
@@ -412,8 +417,9 @@ fn excerpt(body: &str, jwt: &str) -> String {
     out
 }
 
-/// An error and its sources, joined by `: `.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, joined by `: `. Shared with
+/// [`super::cloud`].
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -7,7 +7,6 @@
 //! failures are logged at debug at most once per [`LOG_EVERY`]. On shutdown
 //! the queue is flushed for at most [`FLUSH_DEADLINE`].
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,15 +36,6 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 /// At most one failure report per this long.
 const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// System CA bundles, as `crate::charts` looks for them (after
-/// `SSL_CERT_FILE`).
-const CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
 
 /// Stops the exporter: [`OtlpGuard::shutdown`] (or dropping the guard)
 /// sends the spans still queued and waits for that at most about two
@@ -325,22 +315,13 @@ fn resource(attributes: &[(String, String)]) -> Resource {
     }
 }
 
-/// The first system CA bundle found (`SSL_CERT_FILE` first), as PEM; no
+/// The system CA bundle (see [`crate::charts::system_ca_bundle`]); no
 /// roots (and so failed exports, reported as such) when there is none.
 fn system_roots() -> Vec<Certificate> {
-    let candidates = std::env::var_os("SSL_CERT_FILE")
-        .map(PathBuf::from)
+    crate::charts::system_ca_bundle()
+        .map(Certificate::from_pem)
         .into_iter()
-        .chain(CA_BUNDLES.iter().map(PathBuf::from));
-    for path in candidates {
-        if let Ok(pem) = std::fs::read(&path) {
-            if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-                return vec![Certificate::from_pem(pem)];
-            }
-        }
-    }
-    tracing::warn!("no system CA bundle found; OTLP export over TLS will fail verification");
-    Vec::new()
+        .collect()
 }
 
 #[cfg(test)]
