@@ -3,7 +3,10 @@
 //! gRPC router: started and handled calls by type, service, method and
 //! status code, messages of unary calls, and, with
 //! `ARGOCD_ENABLE_GRPC_TIME_HISTOGRAM=true`, handling time. Only known
-//! services and methods are counted, so labels stay bounded.
+//! services and methods are counted, so labels stay bounded; as
+//! go-grpc-middleware's `InitializeMetrics` does, every method's series
+//! exist from the start (at zero), and a call touches only handles
+//! resolved then (no label hashing or family lock per call).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,7 +46,8 @@ fn handling_buckets() -> Histogram {
 /// Handling time by call.
 pub type HandlingFamily = Family<CallLabels, Histogram, fn() -> Histogram>;
 
-/// The families, registered by [`crate::metrics::Metrics`].
+/// The families, registered by [`crate::metrics::Metrics`], and the
+/// handles of every known method.
 #[derive(Debug, Clone)]
 pub struct GrpcMetrics {
     pub started: Family<CallLabels, Counter>,
@@ -52,16 +56,72 @@ pub struct GrpcMetrics {
     pub sent: Family<CallLabels, Counter>,
     /// `None` unless `ARGOCD_ENABLE_GRPC_TIME_HISTOGRAM` is `true`.
     pub handling: Option<HandlingFamily>,
+    /// `/<service>/<method>` -> its handles.
+    methods: std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<MethodHandles>>>,
+}
+
+/// One method's series.
+#[derive(Debug)]
+struct MethodHandles {
+    grpc_type: &'static str,
+    started: Counter,
+    received: Counter,
+    sent: Counter,
+    /// By status code (0 to 16).
+    handled: Vec<Counter>,
+    handling: Option<Histogram>,
 }
 
 impl GrpcMetrics {
     pub fn new(time_histogram: bool) -> Self {
+        let started = Family::<CallLabels, Counter>::default();
+        let handled = Family::<HandledLabels, Counter>::default();
+        let received = Family::<CallLabels, Counter>::default();
+        let sent = Family::<CallLabels, Counter>::default();
+        let handling: Option<HandlingFamily> =
+            time_histogram.then(|| Family::new_with_constructor(handling_buckets as _));
+        let mut methods = std::collections::HashMap::new();
+        for (grpc_service, list) in SERVICES {
+            for (grpc_method, grpc_type) in list.iter() {
+                let labels = CallLabels {
+                    grpc_type,
+                    grpc_service,
+                    grpc_method,
+                };
+                let handles = MethodHandles {
+                    grpc_type,
+                    started: started.get_or_create(&labels).clone(),
+                    received: received.get_or_create(&labels).clone(),
+                    sent: sent.get_or_create(&labels).clone(),
+                    handled: (0..17)
+                        .map(|code| {
+                            handled
+                                .get_or_create(&HandledLabels {
+                                    grpc_type,
+                                    grpc_service,
+                                    grpc_method,
+                                    grpc_code: code_name(code),
+                                })
+                                .clone()
+                        })
+                        .collect(),
+                    handling: handling
+                        .as_ref()
+                        .map(|family| family.get_or_create(&labels).clone()),
+                };
+                methods.insert(
+                    format!("/{grpc_service}/{grpc_method}"),
+                    std::sync::Arc::new(handles),
+                );
+            }
+        }
         GrpcMetrics {
-            started: Family::default(),
-            handled: Family::default(),
-            received: Family::default(),
-            sent: Family::default(),
-            handling: time_histogram.then(|| Family::new_with_constructor(handling_buckets as _)),
+            started,
+            handled,
+            received,
+            sent,
+            handling,
+            methods: std::sync::Arc::new(methods),
         }
     }
 }
@@ -85,26 +145,15 @@ const REPO_SERVER_METHODS: [(&str, &str); 16] = [
     ("UpdateRevisionForPaths", "unary"),
 ];
 
-/// The labels of the call at `path` (`/<service>/<method>`), when it is
-/// one of ours.
-fn call_labels(path: &str) -> Option<CallLabels> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    let (grpc_service, methods): (&'static str, &[(&'static str, &'static str)]) = match service {
-        "repository.RepoServerService" => ("repository.RepoServerService", &REPO_SERVER_METHODS),
-        "grpc.health.v1.Health" => (
-            "grpc.health.v1.Health",
-            &[("Check", "unary"), ("Watch", "server_stream")],
-        ),
-        "version.VersionService" => ("version.VersionService", &[("Version", "unary")]),
-        _ => return None,
-    };
-    let (grpc_method, grpc_type) = methods.iter().find(|(name, _)| *name == method)?;
-    Some(CallLabels {
-        grpc_type,
-        grpc_service,
-        grpc_method,
-    })
-}
+/// Every service served and its methods with their types.
+const SERVICES: [(&str, &[(&str, &str)]); 3] = [
+    ("repository.RepoServerService", &REPO_SERVER_METHODS),
+    (
+        "grpc.health.v1.Health",
+        &[("Check", "unary"), ("Watch", "server_stream")],
+    ),
+    ("version.VersionService", &[("Version", "unary")]),
+];
 
 /// go-grpc's names of status codes.
 fn code_name(code: i32) -> &'static str {
@@ -182,14 +231,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let labels = call_labels(request.uri().path());
-        if let Some(labels) = &labels {
-            self.metrics.started.get_or_create(labels).inc();
-            if labels.grpc_type == "unary" || labels.grpc_type == "server_stream" {
-                self.metrics.received.get_or_create(labels).inc();
+        let handles = self.metrics.methods.get(request.uri().path()).cloned();
+        if let Some(handles) = &handles {
+            handles.started.inc();
+            if handles.grpc_type == "unary" || handles.grpc_type == "server_stream" {
+                handles.received.inc();
             }
         }
-        let metrics = self.metrics.clone();
         let started = Instant::now();
         let future = self.inner.call(request);
         Box::pin(async move {
@@ -198,9 +246,8 @@ where
             let header_status = status_of(response.headers());
             Ok(response.map(|body| Observed {
                 body,
-                call: labels.map(|labels| Call {
-                    labels,
-                    metrics,
+                call: handles.map(|handles| Call {
+                    handles,
                     started,
                     header_status,
                 }),
@@ -211,35 +258,21 @@ where
 
 /// What is recorded when the call ends.
 struct Call {
-    labels: CallLabels,
-    metrics: GrpcMetrics,
+    handles: std::sync::Arc<MethodHandles>,
     started: Instant,
     header_status: Option<i32>,
 }
 
 impl Call {
     fn finish(self, code: i32) {
-        let CallLabels {
-            grpc_type,
-            grpc_service,
-            grpc_method,
-        } = self.labels.clone();
-        self.metrics
-            .handled
-            .get_or_create(&HandledLabels {
-                grpc_type,
-                grpc_service,
-                grpc_method,
-                grpc_code: code_name(code),
-            })
-            .inc();
-        if code == 0 && grpc_type == "unary" {
-            self.metrics.sent.get_or_create(&self.labels).inc();
+        // Unknown codes count as Unknown, as go-grpc names them.
+        let index = usize::try_from(code).ok().filter(|c| *c < 17).unwrap_or(2);
+        self.handles.handled[index].inc();
+        if code == 0 && self.handles.grpc_type == "unary" {
+            self.handles.sent.inc();
         }
-        if let Some(handling) = &self.metrics.handling {
-            handling
-                .get_or_create(&self.labels)
-                .observe(self.started.elapsed().as_secs_f64());
+        if let Some(handling) = &self.handles.handling {
+            handling.observe(self.started.elapsed().as_secs_f64());
         }
     }
 }
@@ -311,16 +344,18 @@ mod tests {
 
     #[test]
     fn only_known_methods_are_labelled() {
-        let labels = call_labels("/repository.RepoServerService/GenerateManifest").unwrap();
-        assert_eq!(labels.grpc_type, "unary");
+        let metrics = GrpcMetrics::new(false);
+        let handles = &metrics.methods;
         assert_eq!(
-            call_labels("/repository.RepoServerService/GenerateManifestWithFiles")
-                .unwrap()
-                .grpc_type,
+            handles["/repository.RepoServerService/GenerateManifest"].grpc_type,
+            "unary"
+        );
+        assert_eq!(
+            handles["/repository.RepoServerService/GenerateManifestWithFiles"].grpc_type,
             "client_stream"
         );
-        assert!(call_labels("/repository.RepoServerService/Nope").is_none());
-        assert!(call_labels("/evil.Service/X").is_none());
+        assert!(!handles.contains_key("/repository.RepoServerService/Nope"));
+        assert!(!handles.contains_key("/evil.Service/X"));
         assert_eq!(code_name(5), "NotFound");
     }
 }
