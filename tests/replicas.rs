@@ -1,8 +1,9 @@
 //! A scaled deployment on one machine: three `manifold serve` processes
 //! sharing one Redis on loopback, as N replicas behind a Service. A stream
-//! of requests for many apps spread over them renders each app once in
-//! total, every replica serves, and a replica killed mid-stream loses no
-//! request a client retries on another.
+//! of requests for many apps spread over them (some asked of all three at
+//! once) renders each app once in total, every replica serves, and a
+//! replica killed mid-stream loses no request a client retries on
+//! another.
 
 mod common;
 
@@ -55,6 +56,21 @@ async fn three_replicas_behave_as_one() {
     let mut clients = Vec::new();
     for replica in replicas.iter().flatten() {
         clients.push(Some(connect(replica).await));
+    }
+
+    // A burst first: the first third of the apps asked of all three
+    // replicas at once; the Redis lease lets one of them render each.
+    for app in 0..APPS / 3 {
+        let request = manifest_request(&url, &format!("apps/app-{app:02}"), "main");
+        let calls = clients.iter().map(|client| {
+            let mut client = client.clone().unwrap();
+            let request = request.clone();
+            async move { client.generate_manifest(request).await }
+        });
+        for response in futures_join_all(calls).await {
+            let response = response.unwrap().into_inner();
+            assert_eq!(names(&response.manifests), [format!("app-{app:02}")]);
+        }
     }
 
     // Three rounds over every app, round-robin over the replicas (as a
@@ -136,4 +152,20 @@ async fn three_replicas_behave_as_one() {
         "a call hit the killed replica and was retried"
     );
     drop(redis);
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.unwrap());
+    }
+    outputs
 }
