@@ -18,31 +18,26 @@ fn init_logging(
 ) -> anyhow::Result<Option<OtlpGuard>> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid --loglevel {level:?}"))?;
-    let Some(otlp) = otlp else {
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        match format {
-            "json" => builder.json().init(),
-            "text" => builder.with_ansi(false).init(),
-            other => anyhow::bail!("invalid --logformat {other:?}: expected json or text"),
-        }
-        return Ok(None);
-    };
-    // The same log output, but the level filter applies to the log layer
-    // only: traces do not depend on --loglevel.
+    // The level filter applies to the log layer only: traces do not
+    // depend on --loglevel.
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match format {
         "json" => logs.json().boxed(),
         "text" => logs.with_ansi(false).boxed(),
         other => anyhow::bail!("invalid --logformat {other:?}: expected json or text"),
     };
-    let (traces, guard) = manifold::otlp::layer(otlp, runtime);
+    let (traces, guard) = match otlp {
+        Some(otlp) => {
+            let (traces, guard) = manifold::otlp::layer(otlp, runtime);
+            (Some(traces), Some(guard))
+        }
+        None => (None, None),
+    };
     tracing_subscriber::registry()
         .with(logs.with_filter(filter))
         .with(traces)
         .init();
-    Ok(Some(guard))
+    Ok(guard)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -1382,24 +1382,43 @@ impl Renderer {
         commit_sha: &str,
         subtree: Option<&str>,
     ) -> Result<Arc<source::Snapshot>, Error> {
+        self.snapshot_of(
+            &request.repo_url,
+            store,
+            commit_sha,
+            subtree,
+            request.enable_lfs,
+        )
+        .await
+    }
+
+    /// The snapshot of `commit_sha` of `repo_url`: with its submodules
+    /// (`ARGOCD_GIT_MODULES_ENABLED`) and, with `lfs`, its LFS content,
+    /// fetched first when missing.
+    async fn snapshot_of(
+        &self,
+        repo_url: &RepoUrl,
+        store: &Arc<git::RepoStore>,
+        commit_sha: &str,
+        subtree: Option<&str>,
+        lfs: bool,
+    ) -> Result<Arc<source::Snapshot>, Error> {
         let mut extras = git::ExportExtras {
-            lfs: request.enable_lfs,
+            lfs,
             ..Default::default()
         };
         if self.config.git_modules_enabled {
             extras.submodules = self
                 .stores
-                .fetch_submodules(&request.repo_url, store, commit_sha)
+                .fetch_submodules(repo_url, store, commit_sha)
                 .await?;
         }
-        if request.enable_lfs {
-            self.stores
-                .fetch_lfs(&request.repo_url, store, commit_sha)
-                .await?;
+        if lfs {
+            self.stores.fetch_lfs(repo_url, store, commit_sha).await?;
         }
         Ok(self
             .snapshots
-            .get(&request.repo_url, store, commit_sha, subtree, &extras)
+            .get(repo_url, store, commit_sha, subtree, &extras)
             .await?)
     }
 
@@ -1435,16 +1454,8 @@ impl Renderer {
                 .stores
                 .ensure_commit(&target.repo_url, &Resolved::Commit(sha.clone()), sha)
                 .await?;
-            let mut extras = git::ExportExtras::default();
-            if self.config.git_modules_enabled {
-                extras.submodules = self
-                    .stores
-                    .fetch_submodules(&target.repo_url, &store, &sha)
-                    .await?;
-            }
             let snapshot = self
-                .snapshots
-                .get(&target.repo_url, &store, &sha, None, &extras)
+                .snapshot_of(&target.repo_url, &store, &sha, None, false)
                 .await?;
             roots.insert(name.clone(), snapshot.root().to_path_buf());
             held.push(snapshot);
