@@ -1,0 +1,12 @@
+//! Memory (not written yet).
+
+use crate::harness::{Ctx, Section};
+
+pub async fn run(_ctx: &Ctx) -> Section {
+    Section {
+        title: "Memory".into(),
+        body: "Not measured yet.".into(),
+        targets: Vec::new(),
+        charts: Vec::new(),
+    }
+}

@@ -1,0 +1,12 @@
+//! Kustomize overrides across revisions (not written yet).
+
+use crate::harness::{Ctx, Section};
+
+pub async fn run(_ctx: &Ctx) -> Section {
+    Section {
+        title: "Kustomize overrides across revisions".into(),
+        body: "Not measured yet.".into(),
+        targets: Vec::new(),
+        charts: Vec::new(),
+    }
+}
