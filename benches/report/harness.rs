@@ -216,9 +216,15 @@ impl Server {
         Server::start_with_env(args, &[])
     }
 
+    /// `args` come after `--disable-tls` (both servers of every
+    /// comparison speak plaintext gRPC).
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut all = Vec::from(args);
+        if !all.contains(&"--disable-tls") {
+            all.insert(0, "--disable-tls");
+        }
         Server {
-            running: process::start(args, env),
+            running: process::start(&all, env),
         }
     }
 
