@@ -17,3 +17,8 @@ scripts/lint-deploy.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+
+# The benchmark harness in quick mode (release build, every scenario at
+# small sizes, into target/bench-quick): keeps it working; no timing is
+# asserted.
+cargo bench --bench report --locked -- --quick
