@@ -27,7 +27,11 @@ impl Running {
 /// Starts the binary on ephemeral ports and reads the bound addresses from
 /// its start-up log line.
 pub fn start(extra_args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_manifold"));
+    // MANIFOLD_BIN runs another build of the binary (e.g. one with symbols,
+    // to profile a benchmark).
+    let binary = std::env::var_os("MANIFOLD_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_manifold").into());
+    let mut command = Command::new(binary);
     // A server keeps its work directory in $TMPDIR for the next start:
     // each test server gets a $TMPDIR of its own.
     let tmp = (!env.iter().any(|(name, _)| *name == "TMPDIR")).then(|| {
