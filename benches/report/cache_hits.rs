@@ -408,7 +408,7 @@ pub async fn run(ctx: &Ctx) -> Section {
         let window = (load.ramp, load.slice);
         let (mut m, mut f) = (Vec::new(), Vec::new());
         for slice in 0..load.slices {
-            if (slice as usize + i) % 2 == 0 {
+            if (slice as usize + i).is_multiple_of(2) {
                 m.push(drive_one(&manifold, server.pid(), window).await);
                 f.push(drive_one(&floor, floor_pid, window).await);
             } else {

@@ -19,7 +19,6 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 #[path = "../../tests/support/concurrency_fixture.rs"]
-#[allow(dead_code)]
 mod concurrency_fixture;
 
 mod harness;

@@ -1,5 +1,5 @@
 //! A Kustomize repository with several commits and a few override sets,
-//! shared by `tests/concurrency.rs` and `benches/concurrent_renders.rs`:
+//! shared by `tests/concurrency.rs` and `benches/report/overrides.rs`:
 //! the repository, the requests, and the exact output each request must
 //! produce.
 //!
