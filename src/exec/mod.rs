@@ -286,11 +286,44 @@ impl Supervisor {
         Supervisor { config, metrics }
     }
 
+    /// The absolute path of a bare program name, searched in the `PATH`
+    /// the child gets; `None` for a path, or when nothing executable is
+    /// found (the spawn then fails as it would have).
+    fn resolve(&self, invocation: &Invocation) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let program = std::path::Path::new(&invocation.program);
+        if program.components().count() != 1 || invocation.program.is_empty() {
+            return None;
+        }
+        let search = invocation
+            .env
+            .iter()
+            .rev()
+            .chain(self.config.base_env.iter().rev())
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value)?;
+        std::env::split_paths(search)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join(program))
+            .find(|candidate| {
+                std::fs::metadata(candidate)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    }
+
     /// Runs `invocation` to completion. A non-zero exit is an error carrying
     /// the stderr tail.
     pub async fn run(&self, invocation: Invocation) -> Result<Output, Error> {
         let program = invocation.program_name();
-        let mut command = Command::new(&invocation.program);
+        // An absolute path lets the standard library start the child with
+        // posix_spawn (vfork semantics) instead of a fork that copies the
+        // server's page tables: with a cleared environment it only does so
+        // when it need not search PATH itself.
+        let path = self.resolve(&invocation);
+        let mut command = Command::new(path.as_deref().unwrap_or(invocation.program.as_ref()));
+        if path.is_some() {
+            command.arg0(&invocation.program);
+        }
         command
             .args(&invocation.args)
             .current_dir(&invocation.cwd)
