@@ -29,8 +29,8 @@ impl Running {
 pub fn start(extra_args: &[&str], env: &[(&str, &str)]) -> Running {
     // MANIFOLD_BIN runs another build of the binary (e.g. one with symbols,
     // to profile a benchmark).
-    let binary = std::env::var_os("MANIFOLD_BIN")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_manifold").into());
+    let binary =
+        std::env::var_os("MANIFOLD_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_manifold").into());
     let mut command = Command::new(binary);
     // A server keeps its work directory in $TMPDIR for the next start:
     // each test server gets a $TMPDIR of its own.
