@@ -275,7 +275,22 @@ impl Builder<'_> {
 
 /// Whether any symlink in the tree leaves it (Argo CD's out-of-bounds
 /// symlink rule for Helm and Kustomize).
+/// The answer is a property of the whole commit tree: it is remembered per
+/// root tree, so the apps of one commit walk it once.
 fn has_escaping_symlink(tree: &CommitTree) -> bool {
+    static KNOWN: std::sync::OnceLock<moka::sync::Cache<String, bool>> =
+        std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| moka::sync::Cache::new(1024));
+    let root = tree.root_id();
+    if let Some(found) = known.get(&root) {
+        return found;
+    }
+    let found = walk_for_escaping_symlink(tree);
+    known.insert(root, found);
+    found
+}
+
+fn walk_for_escaping_symlink(tree: &CommitTree) -> bool {
     let mut found = false;
     tree.walk("", &mut |path, entry| {
         if let Entry::Symlink { target, .. } = entry {
