@@ -136,17 +136,20 @@ impl Pipeline {
             self.cache.delete(&key::refs(url)).await;
             outcome.listings_dropped += 1;
         }
-        let permits = Arc::new(tokio::sync::Semaphore::new(PRERENDER_CONCURRENCY));
+        // At most PRERENDER_CONCURRENCY tasks exist at once: spawning one
+        // per app up front held every app's pipeline future (about 4 KiB
+        // each) at the same time, a peak the allocator then kept.
         let mut tasks = tokio::task::JoinSet::new();
-        for app in apps {
-            let permits = permits.clone();
-            let pipeline = self.clone();
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                pipeline.prerender(&app).await
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
+        let mut apps = apps.into_iter();
+        loop {
+            while tasks.len() < PRERENDER_CONCURRENCY {
+                let Some(app) = apps.next() else { break };
+                let pipeline = self.clone();
+                tasks.spawn(async move { pipeline.prerender(&app).await });
+            }
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
             match done.unwrap_or(Prerendered::Failed) {
                 Prerendered::Rendered => outcome.rendered += 1,
                 Prerendered::Reused => outcome.reused += 1,
