@@ -89,10 +89,7 @@ impl CommitTree {
             .map(|(i, item)| (item.name.clone(), i))
             .collect();
         let listing = Arc::new(Listing { items, by_name });
-        self.listings
-            .lock()
-            .unwrap()
-            .insert(id, listing.clone());
+        self.listings.lock().unwrap().insert(id, listing.clone());
         Some(listing)
     }
 

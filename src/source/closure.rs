@@ -278,8 +278,7 @@ impl Builder<'_> {
 /// The answer is a property of the whole commit tree: it is remembered per
 /// root tree, so the apps of one commit walk it once.
 fn has_escaping_symlink(tree: &CommitTree) -> bool {
-    static KNOWN: std::sync::OnceLock<moka::sync::Cache<String, bool>> =
-        std::sync::OnceLock::new();
+    static KNOWN: std::sync::OnceLock<moka::sync::Cache<String, bool>> = std::sync::OnceLock::new();
     let known = KNOWN.get_or_init(|| moka::sync::Cache::new(1024));
     let root = tree.root_id();
     if let Some(found) = known.get(&root) {
