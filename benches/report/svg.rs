@@ -169,12 +169,3 @@ pub fn grouped_bars(title: &str, unit: &str, categories: &[String], series: &[Se
     svg.push_str("</svg>\n");
     svg
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn axis_is_round() {
-        assert_eq!(super::axis(0.9), (1.0, 0.2));
-        assert_eq!(super::axis(13_400.0), (15_000.0, 2_500.0));
-    }
-}
