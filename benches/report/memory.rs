@@ -846,13 +846,12 @@ fn report(runs: &[Run]) -> Section {
     );
     if unexeced_samples > 0 {
         body.push_str(&format!(
-            " Left out of them: children caught between fork and exec, still named after a \
+            " Left out of them: children caught between spawn and exec, still named after a \
              server thread (`tokio-rt-worker`) and showing the server's pages ({} sample{} \
-             caught one, at up to {}). manifold starts its processes with a full fork, which \
-             copies the server's page tables, rather than with `posix_spawn` (a `vfork` that \
-             shares them): Rust's `Command` falls back to fork when it sets the child's \
-             `PATH` and the program is a bare name (`git`, `helm`), as manifold's process \
-             runner does.",
+             caught one, at up to {}). manifold starts its processes by absolute path, so \
+             Rust's `Command` uses `posix_spawn` (a `vfork` sharing the server's memory until \
+             the exec) rather than a fork copying its page tables; it forked before this \
+             benchmark found it.",
             unexeced_samples,
             if unexeced_samples == 1 { "" } else { "s" },
             mib(unexeced_kib),
