@@ -94,7 +94,9 @@ impl Cache {
             return Some(value);
         }
         if let Some(shared) = &self.shared {
-            if let Some((value, remaining)) = shared.get(key).await {
+            // Boxed: the Redis round trip's state would otherwise enlarge
+            // every caller's future, memory hits included.
+            if let Some((value, remaining)) = Box::pin(shared.get(key)).await {
                 let Some(value) = codec::decode(&value) else {
                     self.count(kind, "miss");
                     return None;

@@ -868,9 +868,15 @@ impl Pipeline {
         let oci = request.repo_type == RepoType::Oci
             || request.repo_url.as_str().starts_with("oci://")
             || request.enable_oci;
+        // The cache-hit path below stays small: every step a hit does not
+        // take is boxed, so a hit neither builds nor moves the state of
+        // fetching, resolving branches or rendering (tens of KiB).
         if oci || request.repo_type == RepoType::Helm || !request.source.chart.is_empty() {
-            self.resolve_refs(&mut request, None).await?;
-            return self.generate_chart(request, oci).await;
+            return Box::pin(async move {
+                self.resolve_refs(&mut request, None).await?;
+                self.generate_chart(request, oci).await
+            })
+            .await;
         }
         // A multi-source entry without path or chart (typically a `ref:`
         // source for `$ref` value files) renders nothing; the controller
@@ -879,14 +885,13 @@ impl Pipeline {
             && request.source.path.is_empty()
             && request.source.chart.is_empty()
         {
-            let revision = self
-                .resolve_revision(
-                    &request.repo_url,
-                    &request.revision,
-                    &request.source.tag_prefix,
-                    request.no_cache || request.no_revision_cache,
-                )
-                .await?;
+            let revision = Box::pin(self.resolve_revision(
+                &request.repo_url,
+                &request.revision,
+                &request.source.tag_prefix,
+                request.no_cache || request.no_revision_cache,
+            ))
+            .await?;
             return Ok((
                 ManifestResult {
                     manifests: Vec::new(),
@@ -898,15 +903,20 @@ impl Pipeline {
             ));
         }
 
-        let commit_sha = self
-            .resolve_revision(
+        let commit_sha = if git::is_full_sha(&request.revision) {
+            request.revision.to_ascii_lowercase()
+        } else {
+            Box::pin(self.resolve_revision(
                 &request.repo_url,
                 &request.revision,
                 &request.source.tag_prefix,
                 request.no_cache || request.no_revision_cache,
-            )
-            .await?;
-        self.resolve_refs(&mut request, Some(&commit_sha)).await?;
+            ))
+            .await?
+        };
+        if request.has_multiple_sources {
+            Box::pin(self.resolve_refs(&mut request, Some(&commit_sha))).await?;
+        }
         let mut tools = self.renderer.tools.fingerprint().await;
         if let Some(requested) = self
             .renderer
@@ -930,6 +940,19 @@ impl Pipeline {
                 return answer.map(|result| (result, Served::RequestKey));
             }
         }
+        Box::pin(self.generate_uncached(request, commit_sha, tools, encoded, key)).await
+    }
+
+    /// [`Self::generate_uncounted`] past a miss under the request key:
+    /// the content key, then a render (shared with identical ones).
+    async fn generate_uncached(
+        &self,
+        request: ManifestRequest,
+        commit_sha: String,
+        tools: String,
+        encoded: Vec<u8>,
+        key: String,
+    ) -> Result<(ManifestResult, Served), Error> {
         // Content addressing: the same inputs at another commit (one that
         // changed nothing this app reads) answer from the cache.
         let (store, _) = self
@@ -1205,10 +1228,23 @@ impl Renderer {
     async fn cached_manifest(&self, key: &str) -> Option<Result<ManifestResult, Error>> {
         let ttl = self.cache.config.repo_cache_expiration;
         let bytes = self.cache.get("manifests", key, ttl).await?;
-        let mut entry = CachedManifest::decode(&bytes)?;
-        if let Some(result) = entry.result {
-            return Some(Ok(result));
+        let entry = CachedManifest::decode(&bytes)?;
+        match entry.result {
+            Some(result) => Some(Ok(result)),
+            // Boxed: rare, and its cache writes would otherwise enlarge
+            // every cache hit's future.
+            None => Box::pin(self.cached_failure(key, entry)).await,
         }
+    }
+
+    /// [`Self::cached_manifest`] for a failure record: its error while
+    /// generation is paused, else `None` (render).
+    async fn cached_failure(
+        &self,
+        key: &str,
+        mut entry: CachedManifest,
+    ) -> Option<Result<ManifestResult, Error>> {
+        let ttl = self.cache.config.repo_cache_expiration;
         // Failure records live where every replica sees the latest.
         self.cache.forget_local(key);
         match paused(&entry, &self.config, unix_now()) {

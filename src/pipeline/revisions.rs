@@ -128,7 +128,9 @@ impl Pipeline {
         let Ok(variant) = std::str::from_utf8(encoded) else {
             return;
         };
-        self.add_to_index(&index, &[variant.to_string()]).await;
+        // Boxed: done once per render key, and its cache round trips would
+        // otherwise enlarge every request's future.
+        Box::pin(self.add_to_index(&index, &[variant.to_string()])).await;
         self.indexed.insert(key.to_string(), ());
     }
 

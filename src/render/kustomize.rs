@@ -191,7 +191,9 @@ impl Tools {
             let version = source.kustomize.as_ref().map(|k| k.version.as_str())?;
             PathBuf::from(&options.versions.iter().find(|v| v.name == version)?.path)
         };
-        let version = self.kustomize_version(&path).await;
+        // Boxed: a probe is rare, and its state would otherwise enlarge
+        // every request's future.
+        let version = Box::pin(self.kustomize_version(&path)).await;
         Some(format!("{}@{version:?}", path.display()))
     }
 

@@ -102,8 +102,11 @@ pub struct Tools {
     work: PathBuf,
     helm_deps: Arc<helm::DepsCache>,
     kustomize_versions: kustomize::VersionProbe,
-    /// The configured tools and their versions, once both probes worked.
-    fingerprint: tokio::sync::Mutex<Option<String>>,
+    /// The configured tools and their versions, once both probes worked:
+    /// read without waiting by every request.
+    fingerprint: std::sync::OnceLock<String>,
+    /// Held while probing, so concurrent first requests probe once.
+    probing: tokio::sync::Mutex<()>,
     /// Whether a plugin sidecar with discovery is listening, and when
     /// that was last asked.
     plugin_discovery: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
@@ -175,6 +178,7 @@ impl Tools {
             helm_deps,
             kustomize_versions: Default::default(),
             fingerprint: Default::default(),
+            probing: Default::default(),
             plugin_discovery: Default::default(),
         })
     }
@@ -183,8 +187,17 @@ impl Tools {
     /// report, probed once: part of every cache key, so a new tool
     /// version never serves what an old one rendered.
     pub async fn fingerprint(&self) -> String {
-        let mut known = self.fingerprint.lock().await;
-        if let Some(known) = known.as_ref() {
+        if let Some(known) = self.fingerprint.get() {
+            return known.clone();
+        }
+        // Boxed: the probes' state is only needed until both worked, and
+        // would otherwise enlarge every request's future.
+        Box::pin(self.probe_fingerprint()).await
+    }
+
+    async fn probe_fingerprint(&self) -> String {
+        let _probing = self.probing.lock().await;
+        if let Some(known) = self.fingerprint.get() {
             return known.clone();
         }
         let (fingerprint, complete) = {
@@ -226,7 +239,7 @@ impl Tools {
         // A probe that failed (a tool missing, a timeout under load) is
         // tried again by the next request.
         if complete {
-            *known = Some(fingerprint.clone());
+            let _ = self.fingerprint.set(fingerprint.clone());
         }
         fingerprint
     }
