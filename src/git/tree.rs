@@ -70,7 +70,12 @@ impl CommitTree {
 
     /// The entries of the tree object `id`, read once.
     fn listing(&self, id: Oid) -> Option<Arc<Listing>> {
-        if let Some(known) = self.listings.lock().unwrap().get(&id) {
+        if let Some(known) = self
+            .listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
             return Some(known.clone());
         }
         let tree = self.repo.find_tree(id).ok()?;
@@ -89,7 +94,10 @@ impl CommitTree {
             .map(|(i, item)| (item.name.clone(), i))
             .collect();
         let listing = Arc::new(Listing { items, by_name });
-        self.listings.lock().unwrap().insert(id, listing.clone());
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, listing.clone());
         Some(listing)
     }
 
