@@ -103,10 +103,9 @@ pub struct Tools {
     helm_deps: Arc<helm::DepsCache>,
     kustomize_versions: kustomize::VersionProbe,
     /// The configured tools and their versions, once both probes worked:
-    /// read without waiting by every request.
-    fingerprint: std::sync::OnceLock<String>,
-    /// Held while probing, so concurrent first requests probe once.
-    probing: tokio::sync::Mutex<()>,
+    /// read without waiting by every request; concurrent first requests
+    /// probe once.
+    fingerprint: tokio::sync::OnceCell<String>,
     /// Whether a plugin sidecar with discovery is listening, and when
     /// that was last asked.
     plugin_discovery: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
@@ -178,7 +177,6 @@ impl Tools {
             helm_deps,
             kustomize_versions: Default::default(),
             fingerprint: Default::default(),
-            probing: Default::default(),
             plugin_discovery: Default::default(),
         })
     }
@@ -192,14 +190,19 @@ impl Tools {
         }
         // Boxed: the probes' state is only needed until both worked, and
         // would otherwise enlarge every request's future.
-        Box::pin(self.probe_fingerprint()).await
+        Box::pin(
+            self.fingerprint
+                .get_or_try_init(|| self.probe_fingerprint()),
+        )
+        .await
+        .cloned()
+        .unwrap_or_else(|partial| partial)
     }
 
-    async fn probe_fingerprint(&self) -> String {
-        let _probing = self.probing.lock().await;
-        if let Some(known) = self.fingerprint.get() {
-            return known.clone();
-        }
+    /// The fingerprint when both probes worked, else `Err` with what is
+    /// known: a probe that failed (a tool missing, a timeout under load)
+    /// is tried again by the next request.
+    async fn probe_fingerprint(&self) -> Result<String, String> {
         let (fingerprint, complete) = {
             let probe = |program: &Path, args: &[&str]| {
                 let home = self.work.join("helm/homes");
@@ -236,12 +239,11 @@ impl Tools {
                 complete,
             )
         };
-        // A probe that failed (a tool missing, a timeout under load) is
-        // tried again by the next request.
         if complete {
-            let _ = self.fingerprint.set(fingerprint.clone());
+            Ok(fingerprint)
+        } else {
+            Err(fingerprint)
         }
-        fingerprint
     }
 
     fn views_dir(&self) -> PathBuf {
